@@ -1,0 +1,601 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/baton-go/baton/assignment"
+	"github.com/baton-go/baton/internal/keys"
+)
+
+// Coordinator is one member of a group: it holds the member's lease, runs
+// the syncs the leader targets at it through the Handler, and campaigns to
+// be the leader that balances the group.
+//
+// Make one with New, start it with Join, stop it with Leave (or by closing
+// its etcd client, which stops it for good with every sync revoked).
+type Coordinator struct {
+	cli   *clientv3.Client
+	group string
+	h     Handler
+	upd   Updater
+	o     options
+	keys  keys.Layout
+	log   *slog.Logger
+	m     *metrics
+
+	mu       sync.Mutex
+	joined   bool
+	draining bool
+	owned    map[string]*assignment.Claim
+	changed  chan struct{} // closed and replaced on every ownership change
+	w        *worker       // the current session's worker, nil between sessions
+	sess     *session
+
+	leaveOnce    sync.Once
+	leaveReq     context.Context // cancelled by Leave
+	requestLeave context.CancelFunc
+	leaveCtx     context.Context // Leave's ctx, set before leaveReq ends
+
+	leader   atomic.Bool
+	stopping atomic.Bool // set before a shutdown revokes, so the reason is Shutdown
+
+	done chan struct{}
+	err  error
+}
+
+// New returns a Coordinator for member of group. It validates every
+// setting (IDs, nil client or handler, TTL, RevokeTimeout < TTL/2, weight)
+// and returns an error wrapping assignment.ErrInvalidID or saying which
+// setting is wrong; it touches no etcd.
+func New(cli *clientv3.Client, group string, h Handler, opts ...Option) (*Coordinator, error) {
+	if cli == nil {
+		return nil, errors.New("coordinator: New: nil etcd client")
+	}
+	if h == nil {
+		return nil, errors.New("coordinator: New: nil Handler")
+	}
+	o := buildOptions(opts)
+	var errs []error
+	if err := keys.ValidateID("group", group); err != nil {
+		errs = append(errs, fmt.Errorf("coordinator: New: %w", err))
+	}
+	if err := o.validate(true); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if err := o.fill(); err != nil {
+		return nil, err
+	}
+	layout, _ := keys.New(o.prefix, group)
+	m, err := newMetrics(o.registerer, group, o.memberID)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: register metrics: %w", err)
+	}
+	c := &Coordinator{
+		cli:     cli,
+		group:   group,
+		h:       h,
+		o:       o,
+		keys:    layout,
+		log:     o.logger.With("group", group, "member", o.memberID),
+		m:       m,
+		owned:   map[string]*assignment.Claim{},
+		changed: make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	c.leaveReq, c.requestLeave = context.WithCancel(context.Background())
+	c.upd, _ = h.(Updater)
+	return c, nil
+}
+
+// MemberID returns this member's ID.
+func (c *Coordinator) MemberID() string { return c.o.memberID }
+
+// IsLeader reports whether this member is the group's leader right now.
+func (c *Coordinator) IsLeader() bool { return c.leader.Load() }
+
+// Done is closed when the coordinator has stopped for good: after Leave,
+// or after its etcd client closed.
+func (c *Coordinator) Done() <-chan struct{} { return c.done }
+
+// Err says why the coordinator stopped: nil after a clean Leave, nil while
+// it runs.
+func (c *Coordinator) Err() error {
+	select {
+	case <-c.done:
+		return c.err
+	default:
+		return nil
+	}
+}
+
+// Owned returns a snapshot of the claims this member holds now, sorted by
+// sync ID.
+func (c *Coordinator) Owned() []*assignment.Claim {
+	c.mu.Lock()
+	out := make([]*assignment.Claim, 0, len(c.owned))
+	for _, cl := range c.owned {
+		out = append(out, cl)
+	}
+	c.mu.Unlock()
+	slices.SortFunc(out, func(a, b *assignment.Claim) int {
+		switch {
+		case a.ID() < b.ID():
+			return -1
+		case a.ID() > b.ID():
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Join registers the member and starts its loops; it returns once the
+// member is registered. ctx bounds registration only. If another live
+// session holds the member ID, Join waits (logging why) until that session
+// ends or ctx does, then returns ErrMemberIDInUse.
+func (c *Coordinator) Join(ctx context.Context) error {
+	c.mu.Lock()
+	switch {
+	case c.closed():
+		c.mu.Unlock()
+		return ErrClosed
+	case c.joined:
+		c.mu.Unlock()
+		return ErrAlreadyJoined
+	}
+	c.joined = true
+	c.mu.Unlock()
+	sess, err := c.register(ctx)
+	if err != nil {
+		c.mu.Lock()
+		c.joined = false
+		c.mu.Unlock()
+		return err
+	}
+	c.log.Info("joined", "lease", fmt.Sprintf("%x", int64(sess.id)), "ttl", sess.ttl)
+	go c.run(sess)
+	return nil
+}
+
+func (c *Coordinator) closed() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// register starts a session and registers the member key with it.
+func (c *Coordinator) register(ctx context.Context) (*session, error) {
+	for {
+		sess, err := newSession(ctx, c.cli, c.o.ttl, c.o.revokeTimeout, c.log, c.m)
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		draining := c.draining
+		c.mu.Unlock()
+		ok, err := c.registerMember(ctx, sess, draining)
+		if ok {
+			return sess, nil
+		}
+		rctx, cancel := context.WithTimeout(context.Background(), sess.ttl)
+		sess.close(rctx, true)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// registerMember creates members/<id> with the session's lease if absent.
+// It returns false with no error when the session was lost while waiting.
+func (c *Coordinator) registerMember(ctx context.Context, s *session, draining bool) (bool, error) {
+	key := c.keys.Member(c.o.memberID)
+	val := string(encodeMember(assignment.Member{ID: c.o.memberID, Weight: c.o.weight, Labels: c.o.labels, Draining: draining}))
+	for {
+		resp, err := c.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(clientv3.OpPut(key, val, clientv3.WithLease(s.id))).
+			Else(clientv3.OpGet(key)).Commit()
+		if err != nil {
+			c.m.etcdError("register")
+			return false, fmt.Errorf("coordinator: register member %q: %w", c.o.memberID, err)
+		}
+		if resp.Succeeded {
+			return true, nil
+		}
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 1 && clientv3.LeaseID(kvs[0].Lease) == s.id {
+			return true, nil
+		}
+		holder := int64(0)
+		if len(kvs) == 1 {
+			holder = kvs[0].Lease
+		}
+		c.log.Warn("member ID held by another session; waiting for it to end", "holder_lease", fmt.Sprintf("%x", holder))
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		ch := c.cli.Watch(wctx, key, clientv3.WithRev(resp.Header.Revision+1))
+		released := false
+		for !released {
+			select {
+			case wr, ok := <-ch:
+				if !ok || wr.Err() != nil {
+					released = true // look again
+				}
+				for _, ev := range wr.Events {
+					if ev.Type == clientv3.EventTypeDelete {
+						released = true
+					}
+				}
+			case <-ctx.Done():
+				cancel()
+				return false, fmt.Errorf("%w: %q is held by lease %x (%v)", ErrMemberIDInUse, c.o.memberID, holder, ctx.Err())
+			case <-s.Lost():
+				cancel()
+				return false, nil
+			}
+		}
+		cancel()
+	}
+}
+
+// outcome is how one session's epoch ended.
+type outcome int
+
+const (
+	sessionLost outcome = iota
+	clientClosed
+	left
+)
+
+// run drives sessions until Leave or until the client closes; a lost
+// session is replaced and the member registered again under the same ID.
+func (c *Coordinator) run(sess *session) {
+	defer close(c.done)
+	defer c.requestLeave() // releases the context's resources
+	for {
+		switch c.epoch(sess) {
+		case left:
+			c.log.Info("left")
+			return
+		case clientClosed:
+			c.err = fmt.Errorf("coordinator: etcd client closed: %w", context.Cause(c.cli.Ctx()))
+			c.log.Warn("stopped", "error", c.err)
+			return
+		}
+		c.log.Warn("session lost; joining again", "error", sess.Err())
+		// Rejoin until it works, Leave is called, or the client closes.
+		ctx, cancel := context.WithCancel(c.cli.Ctx())
+		stop := context.AfterFunc(c.leaveReq, cancel)
+		delay := retryMin
+		sess = nil
+		for sess == nil {
+			s, err := c.register(ctx)
+			switch {
+			case err == nil:
+				sess = s
+				c.log.Info("joined again", "lease", fmt.Sprintf("%x", int64(s.id)))
+			case c.cli.Ctx().Err() != nil:
+				stop()
+				cancel()
+				c.err = fmt.Errorf("coordinator: etcd client closed: %w", context.Cause(c.cli.Ctx()))
+				return
+			case c.leaving():
+				stop()
+				cancel()
+				c.log.Info("left while rejoining")
+				return
+			default:
+				c.log.Warn("rejoin failed, retrying", "error", err)
+				sleepCtx(ctx, delay)
+				delay = min(2*delay, retryMax)
+			}
+		}
+		stop()
+		cancel()
+	}
+}
+
+func (c *Coordinator) leaving() bool { return c.leaveReq.Err() != nil }
+
+// epoch runs the worker and the campaign on sess until the session is lost,
+// the client closes, or Leave is called.
+func (c *Coordinator) epoch(sess *session) outcome {
+	ectx, cancel := context.WithCancel(context.Background())
+	w := newWorker(ectx, c, sess)
+	c.mu.Lock()
+	c.w, c.sess = w, sess
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); w.run() }()
+	go func() { defer wg.Done(); c.campaign(ectx, sess) }()
+
+	var out outcome
+	select {
+	case <-sess.Lost():
+		out = sessionLost
+	case <-c.cli.Ctx().Done():
+		out = clientClosed
+	case <-c.leaveReq.Done():
+		out = left
+	}
+	if out == sessionLost && c.cli.Ctx().Err() != nil {
+		out = clientClosed
+	}
+	if out == clientClosed {
+		c.stopping.Store(true)
+	}
+	if out == left {
+		c.leaveGracefully(w, sess)
+	}
+	cancel()
+	wg.Wait()
+	c.mu.Lock()
+	c.w, c.sess = nil, nil
+	c.mu.Unlock()
+	c.notify()
+
+	switch out {
+	case left:
+		sess.close(c.leaveCtx, true)
+	case sessionLost:
+		// Give the lease back if etcd can still be reached, so the syncs
+		// are free at once rather than at expiry.
+		rctx, rcancel := context.WithTimeout(context.Background(), c.o.revokeTimeout)
+		sess.close(rctx, true)
+		rcancel()
+	default:
+		sess.close(context.Background(), false)
+	}
+	return out
+}
+
+// leaveGracefully revokes every sync with reason Leaving, releases them,
+// and deletes the member key, before the session is closed.
+func (c *Coordinator) leaveGracefully(w *worker, sess *session) {
+	w.leaveAll()
+	for {
+		ch := c.changedCh()
+		if w.actorCount() == 0 {
+			break
+		}
+		select {
+		case <-ch:
+		case <-sess.Lost():
+			return
+		}
+	}
+	key := c.keys.Member(c.o.memberID)
+	if _, err := c.cli.Txn(c.leaveCtx).
+		If(clientv3.Compare(clientv3.LeaseValue(key), "=", sess.id)).
+		Then(clientv3.OpDelete(key)).Commit(); err != nil {
+		c.log.Warn("deregister failed; the lease revoke will remove the member", "error", err)
+	}
+}
+
+// Drain asks the leader to move every sync away from this member and
+// returns once it owns none and none is targeted at it. It returns ctx's
+// error if that does not happen in time (for example when no other member
+// can take the syncs). The member stays draining until it leaves.
+func (c *Coordinator) Drain(ctx context.Context) error {
+	if err := c.checkCall(ctx); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.draining = true
+	sess := c.sess
+	c.mu.Unlock()
+	if sess != nil {
+		key := c.keys.Member(c.o.memberID)
+		val := encodeMember(assignment.Member{ID: c.o.memberID, Weight: c.o.weight, Labels: c.o.labels, Draining: true})
+		if _, err := c.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.LeaseValue(key), "=", sess.id)).
+			Then(clientv3.OpPut(key, string(val), clientv3.WithLease(sess.id))).Commit(); err != nil {
+			return fmt.Errorf("coordinator: drain: %w", err)
+		}
+		c.log.Info("draining")
+	}
+	for {
+		ch := c.changedCh()
+		c.mu.Lock()
+		idle := c.w != nil && c.w.idle() && len(c.owned) == 0
+		c.mu.Unlock()
+		if idle {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("coordinator: drain: %w", ctx.Err())
+		case <-c.done:
+			return ErrClosed
+		}
+	}
+}
+
+// Leave hands the member's syncs over and stops: it drains first when
+// another member can take over, then revokes what is left with reason
+// Leaving, releases it, deregisters, resigns leadership and revokes the
+// lease. It returns once every goroutine the coordinator started has ended.
+// ctx bounds the drain and the etcd calls; OnRevoke calls are always
+// waited for.
+func (c *Coordinator) Leave(ctx context.Context) error {
+	if err := c.checkCall(ctx); err != nil {
+		return err
+	}
+	var drainErr error
+	if c.othersCanTakeOver(ctx) {
+		drainErr = c.Drain(ctx)
+	}
+	c.leaveOnce.Do(func() {
+		if ctx.Err() != nil {
+			// The etcd calls of a late Leave still get a short chance.
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), c.o.revokeTimeout)
+			defer func() { <-c.done; cancel() }()
+		}
+		c.leaveCtx = ctx
+		c.requestLeave()
+	})
+	<-c.done
+	if drainErr != nil && !errors.Is(drainErr, ErrClosed) {
+		return fmt.Errorf("coordinator: left without a complete drain: %w", drainErr)
+	}
+	return nil
+}
+
+func (c *Coordinator) checkCall(ctx context.Context) error {
+	if ctx.Value(callbackKey{}) != nil {
+		return ErrCalledFromCallback
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.joined {
+		return ErrNotJoined
+	}
+	if c.closed() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// othersCanTakeOver reports whether another live, non-draining member is
+// registered.
+func (c *Coordinator) othersCanTakeOver(ctx context.Context) bool {
+	resp, err := c.cli.Get(ctx, c.keys.Members(), clientv3.WithPrefix())
+	if err != nil {
+		return false
+	}
+	for _, kv := range resp.Kvs {
+		id, ok := keys.ID(c.keys.Members(), string(kv.Key))
+		if !ok || id == c.o.memberID {
+			continue
+		}
+		if m, err := decodeMember(id, kv.Value); err == nil && !m.Draining {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Coordinator) isDraining() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.draining
+}
+
+func (c *Coordinator) shuttingDown() bool { return c.stopping.Load() }
+
+func (c *Coordinator) changedCh() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed
+}
+
+// notify wakes everyone waiting for an ownership change.
+func (c *Coordinator) notify() {
+	c.mu.Lock()
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+}
+
+func (c *Coordinator) addOwned(cl *assignment.Claim) {
+	c.mu.Lock()
+	c.owned[cl.ID()] = cl
+	n := len(c.owned)
+	c.mu.Unlock()
+	c.m.setOwned(n)
+	c.notify()
+}
+
+func (c *Coordinator) removeOwned(cl *assignment.Claim) {
+	c.mu.Lock()
+	if c.owned[cl.ID()] == cl {
+		delete(c.owned, cl.ID())
+	}
+	n := len(c.owned)
+	c.mu.Unlock()
+	c.m.setOwned(n)
+	c.notify()
+}
+
+// callbackKey marks the contexts given to callbacks, so Drain and Leave
+// called from inside one fail instead of deadlocking.
+type callbackKey struct{}
+
+func (c *Coordinator) callAssign(ctx context.Context, cl *assignment.Claim) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("coordinator: OnAssign of %q panicked: %v\n%s", cl.ID(), p, debug.Stack())
+		}
+		if err != nil {
+			c.m.callbackError("assign")
+		}
+	}()
+	return c.h.OnAssign(context.WithValue(ctx, callbackKey{}, true), cl)
+}
+
+func (c *Coordinator) callUpdate(ctx context.Context, cl *assignment.Claim) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.m.callbackError("update")
+			c.log.Error("OnUpdate panicked", "sync", cl.ID(), "panic", p, "stack", string(debug.Stack()))
+		}
+	}()
+	c.upd.OnUpdate(context.WithValue(ctx, callbackKey{}, true), cl)
+}
+
+func (c *Coordinator) callRevoke(ctx context.Context, cl *assignment.Claim, why assignment.RevokeReason) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.m.callbackError("revoke")
+			c.log.Error("OnRevoke panicked", "sync", cl.ID(), "panic", p, "stack", string(debug.Stack()))
+		}
+	}()
+	c.h.OnRevoke(context.WithValue(ctx, callbackKey{}, true), cl, why)
+}
+
+// revoke is a planned revoke: OnRevoke may take as long as it needs (the
+// claim is still held, so nobody else can start), but its ctx ends if the
+// lease comes at risk, and an overrun of RevokeTimeout is logged and counted.
+func (c *Coordinator) revoke(s *session, cl *assignment.Claim, why assignment.RevokeReason) {
+	start := time.Now()
+	c.callRevoke(s.riskCtx, cl, why)
+	took := time.Since(start)
+	overrun := took > c.o.revokeTimeout
+	if overrun {
+		c.log.Warn("OnRevoke overran the revoke timeout", "sync", cl.ID(), "token", cl.Token(), "reason", why.String(), "took", took)
+	}
+	c.m.revoked(why, overrun)
+}
+
+// revokeHard is a revoke forced by the lease: its budget ends at the
+// claim's deadline, after which the sync counts as given up.
+func (c *Coordinator) revokeHard(cl *assignment.Claim, why assignment.RevokeReason) {
+	ctx, cancel := context.WithDeadline(context.Background(), cl.Deadline())
+	defer cancel()
+	c.callRevoke(ctx, cl, why)
+	overrun := time.Now().After(cl.Deadline())
+	if overrun {
+		c.log.Error("OnRevoke returned after the ownership deadline; only fencing protects downstream writes now", "sync", cl.ID(), "token", cl.Token(), "reason", why.String())
+	}
+	c.log.Warn("revoked", "sync", cl.ID(), "token", cl.Token(), "reason", why.String())
+	c.m.revoked(why, overrun)
+}

@@ -1,0 +1,113 @@
+package coordinator
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/baton-go/baton/assignment"
+	"github.com/baton-go/baton/internal/keys"
+)
+
+// syncEnvelope is the JSON stored at syncs/<id>.
+type syncEnvelope struct {
+	Weight int               `json:"weight,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
+	Spec   json.RawMessage   `json:"spec,omitempty"`
+}
+
+// maxSpecBytes bounds a stored spec; etcd's own request limit is 1.5 MiB.
+const maxSpecBytes = 1 << 20
+
+// encodeSync validates sy and returns its envelope. Spec must be JSON (or
+// empty), so that every spec a SyncStore writes can be read back.
+func encodeSync(sy assignment.Sync) ([]byte, error) {
+	if err := keys.ValidateID("sync", sy.ID); err != nil {
+		return nil, fmt.Errorf("coordinator: %w", err)
+	}
+	if sy.Weight < 0 {
+		return nil, fmt.Errorf("coordinator: sync %q: weight %d must not be negative", sy.ID, sy.Weight)
+	}
+	if len(sy.Spec) > maxSpecBytes {
+		return nil, fmt.Errorf("coordinator: sync %q: spec is %d bytes, the limit is %d", sy.ID, len(sy.Spec), maxSpecBytes)
+	}
+	if len(sy.Spec) > 0 && !json.Valid(sy.Spec) {
+		return nil, fmt.Errorf("coordinator: sync %q: %w: spec is not valid JSON", sy.ID, ErrInvalidSpec)
+	}
+	return json.Marshal(syncEnvelope{Weight: sy.Weight, Labels: sy.Labels, Spec: sy.Spec})
+}
+
+// decodeSync reads the envelope stored for sync id at revision rev. Anything
+// written by hand that does not fit is an error wrapping ErrInvalidSpec.
+func decodeSync(id string, value []byte, rev int64) (assignment.Sync, error) {
+	var env syncEnvelope
+	dec := json.NewDecoder(bytes.NewReader(value))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&env); err != nil {
+		return assignment.Sync{}, fmt.Errorf("%w: sync %q: %v", ErrInvalidSpec, id, err)
+	}
+	if dec.More() {
+		return assignment.Sync{}, fmt.Errorf("%w: sync %q: trailing data after the JSON object", ErrInvalidSpec, id)
+	}
+	if env.Weight < 0 {
+		return assignment.Sync{}, fmt.Errorf("%w: sync %q: negative weight %d", ErrInvalidSpec, id, env.Weight)
+	}
+	sy := assignment.Sync{ID: id, Weight: env.Weight, Labels: env.Labels, Revision: rev}
+	if len(env.Spec) > 0 && !bytes.Equal(env.Spec, []byte("null")) {
+		sy.Spec = []byte(env.Spec)
+	}
+	return sy, nil
+}
+
+// memberRecord is the JSON stored at members/<id>.
+type memberRecord struct {
+	Weight   int               `json:"weight"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	Draining bool              `json:"draining,omitempty"`
+}
+
+func encodeMember(m assignment.Member) []byte {
+	b, _ := json.Marshal(memberRecord{Weight: m.Weight, Labels: m.Labels, Draining: m.Draining})
+	return b
+}
+
+func decodeMember(id string, value []byte) (assignment.Member, error) {
+	var r memberRecord
+	if err := json.Unmarshal(value, &r); err != nil {
+		return assignment.Member{}, fmt.Errorf("coordinator: member %q: %w", id, err)
+	}
+	if r.Weight < 1 {
+		r.Weight = 1
+	}
+	return assignment.Member{ID: id, Weight: r.Weight, Labels: maps.Clone(r.Labels), Draining: r.Draining}, nil
+}
+
+// targetRecord is the JSON stored at targets/<member>.
+type targetRecord struct {
+	Generation int64    `json:"generation"`
+	Syncs      []string `json:"syncs"`
+}
+
+func encodeTarget(gen int64, syncs []string) []byte {
+	s := slices.Clone(syncs)
+	slices.Sort(s)
+	if s == nil {
+		s = []string{}
+	}
+	b, _ := json.Marshal(targetRecord{Generation: gen, Syncs: s})
+	return b
+}
+
+func decodeTarget(member string, value []byte) (targetRecord, error) {
+	var t targetRecord
+	if err := json.Unmarshal(value, &t); err != nil {
+		return targetRecord{}, fmt.Errorf("coordinator: target of %q: %w", member, err)
+	}
+	// A hand-written target may name anything: keep only valid IDs.
+	t.Syncs = slices.DeleteFunc(t.Syncs, func(id string) bool { return keys.ValidateID("sync", id) != nil })
+	slices.Sort(t.Syncs)
+	t.Syncs = slices.Compact(t.Syncs)
+	return t, nil
+}

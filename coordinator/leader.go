@@ -1,0 +1,441 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"runtime/debug"
+	"slices"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/baton-go/baton/assignment"
+	"github.com/baton-go/baton/election"
+	"github.com/baton-go/baton/internal/keys"
+	"github.com/baton-go/baton/rebalance"
+)
+
+// maxTxnOps keeps every leader Txn within etcd's default --max-txn-ops.
+const maxTxnOps = 128
+
+var errNotLeader = errors.New("coordinator: leadership lost (election guard failed)")
+
+// campaign runs for leadership for as long as the session lives, and leads
+// whenever it wins.
+func (c *Coordinator) campaign(ectx context.Context, sess *session) {
+	delay := retryMin
+	for ectx.Err() == nil && sess.riskCtx.Err() == nil {
+		el := election.New(sess.cs, c.keys.Election())
+		lctx, err := el.Campaign(ectx, c.o.memberID)
+		if err != nil {
+			if ectx.Err() != nil || sess.riskCtx.Err() != nil {
+				return
+			}
+			c.log.Warn("campaign failed, retrying", "error", err)
+			sleepCtx(ectx, delay)
+			delay = min(2*delay, retryMax)
+			continue
+		}
+		delay = retryMin
+		c.leader.Store(true)
+		c.m.setLeader(true)
+		c.log.Info("became leader")
+		err = c.lead(lctx, el)
+		c.leader.Store(false)
+		c.m.setLeader(false)
+		c.log.Info("leadership ended", "error", err)
+		if sess.riskCtx.Err() == nil {
+			// Step down explicitly so a successor need not wait for the key
+			// to vanish with the lease.
+			rctx, cancel := context.WithTimeout(context.Background(), c.o.revokeTimeout)
+			if err := el.Resign(rctx); err != nil {
+				c.log.Warn("resign failed", "error", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// owner is what the leader knows of owners/<sync>.
+type owner struct {
+	member string
+	token  int64
+}
+
+// view is the leader's picture of the group, loaded at one revision and
+// kept current by watches.
+type view struct {
+	members map[string]assignment.Member
+	syncs   map[string]assignment.Sync
+	invalid map[string]error
+	targets map[string]targetRecord
+	owners  map[string]owner
+	gen     int64
+
+	unassignable []string        // last reported, to log changes only
+	reported     map[string]bool // invalid specs already logged
+}
+
+// loadView reads members, syncs, targets and owners at one revision.
+func loadView(ctx context.Context, cli *clientv3.Client, k keys.Layout) (*view, int64, error) {
+	resp, err := cli.Txn(ctx).Then(
+		clientv3.OpGet(k.Members(), clientv3.WithPrefix()),
+		clientv3.OpGet(k.Syncs(), clientv3.WithPrefix()),
+		clientv3.OpGet(k.Targets(), clientv3.WithPrefix()),
+		clientv3.OpGet(k.Owners(), clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return nil, 0, err
+	}
+	v := &view{
+		members: map[string]assignment.Member{},
+		syncs:   map[string]assignment.Sync{},
+		invalid: map[string]error{},
+		targets: map[string]targetRecord{},
+		owners:  map[string]owner{},
+	}
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		v.applyMember(k, kv, false)
+	}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		v.applySync(k, kv, false)
+	}
+	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
+		v.applyTarget(k, kv, false)
+	}
+	for _, kv := range resp.Responses[3].GetResponseRange().Kvs {
+		v.applyOwner(k, kv, false)
+	}
+	return v, resp.Header.Revision, nil
+}
+
+func (v *view) applyMember(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
+	id, ok := keys.ID(k.Members(), string(kv.Key))
+	if !ok {
+		return
+	}
+	if deleted {
+		delete(v.members, id)
+		return
+	}
+	if m, err := decodeMember(id, kv.Value); err == nil {
+		v.members[id] = m
+	}
+}
+
+func (v *view) applySync(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
+	id, ok := keys.ID(k.Syncs(), string(kv.Key))
+	if !ok {
+		if !deleted {
+			v.invalid[string(kv.Key)] = fmt.Errorf("%w: key %q is not <prefix>/<group>/syncs/<valid ID>", ErrInvalidSpec, kv.Key)
+		} else {
+			delete(v.invalid, string(kv.Key))
+		}
+		return
+	}
+	delete(v.syncs, id)
+	delete(v.invalid, id)
+	if deleted {
+		return
+	}
+	sy, err := decodeSync(id, kv.Value, kv.ModRevision)
+	if err != nil {
+		v.invalid[id] = err
+		return
+	}
+	v.syncs[id] = sy
+}
+
+func (v *view) applyTarget(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
+	id, ok := keys.ID(k.Targets(), string(kv.Key))
+	if !ok {
+		return
+	}
+	if deleted {
+		delete(v.targets, id)
+		return
+	}
+	t, err := decodeTarget(id, kv.Value)
+	if err != nil {
+		// Unreadable (hand-written?): the next plan overwrites it.
+		t = targetRecord{Syncs: []string{"\x00unreadable"}}
+	}
+	v.targets[id] = t
+	v.gen = max(v.gen, t.Generation)
+}
+
+func (v *view) applyOwner(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
+	id, ok := keys.ID(k.Owners(), string(kv.Key))
+	if !ok {
+		return
+	}
+	if deleted {
+		delete(v.owners, id)
+		return
+	}
+	v.owners[id] = owner{member: string(kv.Value), token: kv.CreateRevision}
+}
+
+// targetOf maps each sync to the member whose target holds it; a sync in
+// two targets (only by hand) goes to the lowest member ID, deterministically.
+func (v *view) targetOf() map[string]string {
+	out := make(map[string]string, len(v.syncs))
+	for _, m := range slices.Sorted(maps.Keys(v.targets)) {
+		for _, s := range v.targets[m].Syncs {
+			if _, ok := out[s]; !ok {
+				out[s] = m
+			}
+		}
+	}
+	return out
+}
+
+// input is the Balancer's input: live members and valid syncs sorted by ID,
+// Current = actual owners, else targets (live members only).
+func (v *view) input() rebalance.Input {
+	in := rebalance.Input{
+		Members: make([]assignment.Member, 0, len(v.members)),
+		Syncs:   make([]assignment.Sync, 0, len(v.syncs)),
+		Current: make(assignment.Plan, len(v.syncs)),
+	}
+	for _, id := range slices.Sorted(maps.Keys(v.members)) {
+		in.Members = append(in.Members, v.members[id])
+	}
+	targetOf := v.targetOf()
+	for _, id := range slices.Sorted(maps.Keys(v.syncs)) {
+		in.Syncs = append(in.Syncs, v.syncs[id])
+		if o, ok := v.owners[id]; ok {
+			if _, live := v.members[o.member]; live {
+				in.Current[id] = o.member
+				continue
+			}
+		}
+		if m, ok := targetOf[id]; ok {
+			if _, live := v.members[m]; live {
+				in.Current[id] = m
+			}
+		}
+	}
+	return in
+}
+
+// lead runs the leader loop until leadership ends.
+func (c *Coordinator) lead(lctx context.Context, el *election.Election) error {
+	settle := c.o.settle
+	maxWait := max(10*settle, time.Second)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	var dirtySince time.Time
+	// schedule asks for a rebalance after settle of quiet, but never later
+	// than maxWait after the first change, so churn cannot starve it.
+	schedule := func(d time.Duration) {
+		now := time.Now()
+		if dirtySince.IsZero() {
+			dirtySince = now
+		}
+		at := min(now.Add(d), dirtySince.Add(maxWait))
+		timer.Reset(time.Until(at))
+	}
+	retry := time.Second
+	for lctx.Err() == nil {
+		v, rev, err := loadView(lctx, c.cli, c.keys)
+		if err != nil {
+			c.m.etcdError("leader-load")
+			c.log.Warn("leader could not load the group, retrying", "error", err)
+			sleepCtx(lctx, retryMin)
+			continue
+		}
+		c.reportInvalid(v)
+		schedule(settle)
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(lctx))
+		mch := c.cli.Watch(wctx, c.keys.Members(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+		sch := c.cli.Watch(wctx, c.keys.Syncs(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+		tch := c.cli.Watch(wctx, c.keys.Targets(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+		och := c.cli.Watch(wctx, c.keys.Owners(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+		again := false // a plan was written: run again once owners move (Throttle)
+	follow:
+		for {
+			var wr clientv3.WatchResponse
+			var ok bool
+			var apply func(keys.Layout, *mvccpb.KeyValue, bool)
+			trigger := true
+			select {
+			case <-lctx.Done():
+				cancel()
+				return context.Cause(lctx)
+			case <-timer.C:
+				dirtySince = time.Time{}
+				changed, err := c.rebalance(lctx, el, v)
+				switch {
+				case errors.Is(err, errNotLeader):
+					cancel()
+					return err
+				case err != nil:
+					c.log.Warn("rebalance failed; previous targets stand", "error", err, "retry_in", retry)
+					schedule(retry)
+					retry = min(2*retry, 30*time.Second)
+				default:
+					retry = time.Second
+					again = changed
+				}
+				continue
+			case wr, ok = <-mch:
+				apply = v.applyMember
+			case wr, ok = <-sch:
+				apply = v.applySync
+			case wr, ok = <-tch:
+				apply, trigger = v.applyTarget, false
+			case wr, ok = <-och:
+				apply, trigger = v.applyOwner, again
+			}
+			if !ok || wr.Err() != nil {
+				if lctx.Err() == nil {
+					c.log.Info("leader watch interrupted, reloading", "error", wr.Err())
+				}
+				break follow
+			}
+			for _, ev := range wr.Events {
+				apply(c.keys, ev.Kv, ev.Type == mvccpb.DELETE)
+			}
+			if trigger {
+				schedule(settle)
+			}
+		}
+		cancel()
+	}
+	return context.Cause(lctx)
+}
+
+// rebalance runs the Balancer on the view and writes the targets that
+// changed; it reports whether it wrote anything.
+func (c *Coordinator) rebalance(ctx context.Context, el *election.Election, v *view) (bool, error) {
+	start := time.Now()
+	c.reportInvalid(v)
+	in := v.input()
+	plan, err := c.balance(ctx, in)
+	if err != nil {
+		return false, err
+	}
+	if err := rebalance.Validate(in, plan); err != nil {
+		c.m.balancerError("invalid-plan")
+		return false, fmt.Errorf("coordinator: balancer returned an invalid plan: %w", err)
+	}
+	c.reportUnassignable(v, in, plan)
+
+	next := plan.ByMember()
+	var ops []clientv3.Op
+	gen := v.gen + 1
+	written := map[string][]string{}
+	for _, m := range in.Members {
+		syncs := next[m.ID]
+		slices.Sort(syncs)
+		cur, had := v.targets[m.ID]
+		if slices.Equal(cur.Syncs, syncs) || (!had && len(syncs) == 0) {
+			continue
+		}
+		ops = append(ops, clientv3.OpPut(c.keys.Target(m.ID), string(encodeTarget(gen, syncs))))
+		written[m.ID] = syncs
+	}
+	var deleted []string
+	for _, m := range slices.Sorted(maps.Keys(v.targets)) {
+		if _, live := v.members[m]; !live {
+			ops = append(ops, clientv3.OpDelete(c.keys.Target(m)))
+			deleted = append(deleted, m)
+		}
+	}
+	if len(ops) == 0 {
+		return false, nil
+	}
+	moves := 0
+	prev := v.targetOf()
+	for s, m := range plan {
+		if prev[s] != m {
+			moves++
+		}
+	}
+	// Each Txn is guarded by the election key: a deposed leader's late
+	// writes fail instead of overwriting its successor's plan.
+	for chunk := range slices.Chunk(ops, maxTxnOps) {
+		resp, err := c.cli.Txn(ctx).If(el.Guard()).Then(chunk...).Commit()
+		if err != nil {
+			c.m.etcdError("write-targets")
+			return false, fmt.Errorf("coordinator: write targets: %w", err)
+		}
+		if !resp.Succeeded {
+			return false, errNotLeader
+		}
+	}
+	for m, syncs := range written {
+		v.targets[m] = targetRecord{Generation: gen, Syncs: syncs}
+	}
+	for _, m := range deleted {
+		delete(v.targets, m)
+	}
+	v.gen = gen
+	took := time.Since(start)
+	c.m.rebalance(took, gen, moves)
+	c.log.Info("plan written", "generation", gen, "members", len(in.Members), "syncs", len(in.Syncs),
+		"moves", moves, "targets_written", len(written), "targets_deleted", len(deleted), "took", took)
+	return true, nil
+}
+
+// balance calls the Balancer with a deadline and turns an error, a panic
+// or an overrun into an error; the previous targets then stand.
+func (c *Coordinator) balance(ctx context.Context, in rebalance.Input) (plan assignment.Plan, err error) {
+	bctx, cancel := context.WithTimeout(ctx, c.o.ttl)
+	defer cancel()
+	defer func() {
+		if p := recover(); p != nil {
+			c.m.balancerError("panic")
+			plan, err = nil, fmt.Errorf("coordinator: balancer panicked: %v\n%s", p, debug.Stack())
+		}
+	}()
+	plan, err = c.o.balancer.Balance(bctx, in)
+	switch {
+	case err != nil:
+		c.m.balancerError("error")
+		return nil, fmt.Errorf("coordinator: balancer: %w", err)
+	case bctx.Err() != nil && ctx.Err() == nil:
+		c.m.balancerError("timeout")
+		return nil, fmt.Errorf("coordinator: balancer overran its %v budget", c.o.ttl)
+	case plan == nil:
+		plan = assignment.Plan{}
+	}
+	return plan, nil
+}
+
+// reportInvalid logs each unreadable spec once (per leadership) and
+// keeps the gauges current.
+func (c *Coordinator) reportInvalid(v *view) {
+	c.m.leaderView(len(v.members), len(v.invalid), len(v.unassignable))
+	if v.reported == nil {
+		v.reported = map[string]bool{}
+	}
+	for _, id := range slices.Sorted(maps.Keys(v.invalid)) {
+		if !v.reported[id] {
+			c.log.Error("invalid sync spec; left unassigned", "sync", id, "error", v.invalid[id])
+		}
+	}
+	v.reported = make(map[string]bool, len(v.invalid))
+	for id := range v.invalid {
+		v.reported[id] = true
+	}
+}
+
+func (c *Coordinator) reportUnassignable(v *view, in rebalance.Input, plan assignment.Plan) {
+	var un []string
+	for _, s := range in.Syncs {
+		if _, ok := plan[s.ID]; !ok {
+			un = append(un, s.ID)
+		}
+	}
+	if !slices.Equal(un, v.unassignable) && len(un) > 0 {
+		c.log.Warn("syncs no live member can run", "count", len(un), "syncs", un[:min(len(un), 20)])
+	}
+	v.unassignable = un
+	c.m.leaderView(len(v.members), len(v.invalid), len(un))
+}

@@ -1,0 +1,184 @@
+package coordinator
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/baton-go/baton/internal/keys"
+	"github.com/baton-go/baton/rebalance"
+)
+
+// Option configures a Coordinator, a SyncStore or Describe.
+type Option func(*options)
+
+type options struct {
+	prefix        string
+	memberID      string
+	weight        int
+	labels        map[string]string
+	ttl           time.Duration
+	balancer      rebalance.Balancer
+	settle        time.Duration
+	revokeTimeout time.Duration
+	logger        *slog.Logger
+	registerer    prometheus.Registerer
+}
+
+const (
+	// DefaultPrefix is the etcd key prefix every group lives under.
+	DefaultPrefix = "/baton"
+	// DefaultTTL is the membership lease TTL.
+	DefaultTTL = 10 * time.Second
+	// MinTTL is the shortest TTL accepted.
+	MinTTL = time.Second
+	// DefaultSettle is how long the leader waits for changes to stop.
+	DefaultSettle = 250 * time.Millisecond
+)
+
+func defaultOptions() options {
+	return options{
+		prefix: DefaultPrefix,
+		weight: 1,
+		ttl:    DefaultTTL,
+		settle: DefaultSettle,
+		logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+}
+
+// WithPrefix sets the etcd key prefix, default "/baton". Every segment must
+// be a valid ID.
+func WithPrefix(p string) Option { return func(o *options) { o.prefix = p } }
+
+// WithMemberID sets a stable member ID (for example a pod name): a member
+// that restarts with the same ID within the TTL gets its syncs back with no
+// reshuffle. The default is the hostname plus a random suffix.
+func WithMemberID(id string) Option { return func(o *options) { o.memberID = id } }
+
+// WithWeight sets the member's capacity in units, default 1; must be ≥ 1.
+func WithWeight(w int) Option { return func(o *options) { o.weight = w } }
+
+// WithLabels sets the member's labels, seen by the Balancer.
+func WithLabels(l map[string]string) Option { return func(o *options) { o.labels = maps.Clone(l) } }
+
+// WithTTL sets the membership lease TTL, default 10s, minimum 1s. etcd may
+// grant a longer TTL (its floor is 1.5 × its election timeout); deadlines use
+// the TTL granted.
+func WithTTL(d time.Duration) Option { return func(o *options) { o.ttl = d } }
+
+// WithBalancer sets the Balancer the member uses while it is leader,
+// default rebalance.Sticky().
+func WithBalancer(b rebalance.Balancer) Option { return func(o *options) { o.balancer = b } }
+
+// WithSettle sets how long the leader waits for changes to stop before it
+// rebalances, default 250ms.
+func WithSettle(d time.Duration) Option { return func(o *options) { o.settle = d } }
+
+// WithRevokeTimeout sets OnRevoke's budget when the lease is at risk,
+// default TTL/4; must be less than TTL/2.
+func WithRevokeTimeout(d time.Duration) Option { return func(o *options) { o.revokeTimeout = d } }
+
+// WithLogger sets the logger, default none.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithMetrics registers the coordinator's metrics with r, default none.
+func WithMetrics(r prometheus.Registerer) Option { return func(o *options) { o.registerer = r } }
+
+func buildOptions(opts []Option) options {
+	o := defaultOptions()
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	if o.logger == nil {
+		o.logger = defaultOptions().logger
+	}
+	return o
+}
+
+// validate checks every setting and how they relate; a member-less use
+// (SyncStore, Describe) checks only the prefix.
+func (o *options) validate(member bool) error {
+	var errs []error
+	if err := keys.ValidatePrefix(o.prefix); err != nil {
+		errs = append(errs, fmt.Errorf("coordinator: WithPrefix: %w", err))
+	}
+	if !member {
+		return errors.Join(errs...)
+	}
+	if o.memberID != "" {
+		if err := keys.ValidateID("member", o.memberID); err != nil {
+			errs = append(errs, fmt.Errorf("coordinator: WithMemberID: %w", err))
+		}
+	}
+	if o.weight < 1 {
+		errs = append(errs, fmt.Errorf("coordinator: WithWeight(%d): weight must be at least 1", o.weight))
+	}
+	if o.ttl < MinTTL {
+		errs = append(errs, fmt.Errorf("coordinator: WithTTL(%v): TTL must be at least %v", o.ttl, MinTTL))
+	}
+	if o.ttl%time.Second != 0 {
+		errs = append(errs, fmt.Errorf("coordinator: WithTTL(%v): etcd leases have whole seconds", o.ttl))
+	}
+	if o.settle < 0 {
+		errs = append(errs, fmt.Errorf("coordinator: WithSettle(%v): must not be negative", o.settle))
+	}
+	if o.revokeTimeout < 0 {
+		errs = append(errs, fmt.Errorf("coordinator: WithRevokeTimeout(%v): must not be negative", o.revokeTimeout))
+	} else if o.revokeTimeout != 0 && o.revokeTimeout >= o.ttl/2 {
+		errs = append(errs, fmt.Errorf("coordinator: WithRevokeTimeout(%v) must be less than TTL/2 (%v): the revoke must end before the lease can expire", o.revokeTimeout, o.ttl/2))
+	}
+	return errors.Join(errs...)
+}
+
+// fill sets the defaults that depend on other settings.
+func (o *options) fill() error {
+	if o.memberID == "" {
+		id, err := defaultMemberID()
+		if err != nil {
+			return err
+		}
+		o.memberID = id
+	}
+	if o.revokeTimeout == 0 {
+		o.revokeTimeout = o.ttl / 4
+	}
+	if o.balancer == nil {
+		o.balancer = rebalance.Sticky()
+	}
+	return nil
+}
+
+// defaultMemberID is the hostname (cleaned to the ID alphabet) and a random
+// suffix, so two processes on one host never share an ID by accident.
+func defaultMemberID() (string, error) {
+	host, _ := os.Hostname()
+	host = strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
+			return r
+		}
+		return '-'
+	}, host)
+	if len(host) > 100 {
+		host = host[:100]
+	}
+	if host == "" {
+		host = "member"
+	}
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("coordinator: random member ID: %w", err)
+	}
+	return host + "-" + hex.EncodeToString(b[:]), nil
+}
