@@ -39,8 +39,8 @@ type SyncStatus struct {
 	Target string `json:"target,omitempty"` // member the plan gives it to
 	Owner  string `json:"owner,omitempty"`  // member holding it now
 	Token  int64  `json:"token,omitempty"`  // the owner's fencing token
-	// Pending is true while the sync is moving (or waiting to be claimed):
-	// Owner differs from Target.
+	// Pending is true while the sync is not running where the plan wants
+	// it: moving, waiting to be claimed, or with no target at all.
 	Pending bool `json:"pending,omitempty"`
 }
 
@@ -93,7 +93,7 @@ func Describe(ctx context.Context, cli *clientv3.Client, group string, opts ...O
 		if o, ok := v.owners[id]; ok {
 			ss.Owner, ss.Token = o.member, o.token
 		}
-		ss.Pending = ss.Owner != ss.Target
+		ss.Pending = ss.Owner == "" || ss.Owner != ss.Target
 		if ss.Pending {
 			st.Pending++
 		}

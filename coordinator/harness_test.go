@@ -265,6 +265,18 @@ func errString(err error) string {
 	return strings.ReplaceAll(err.Error(), "\n", " ")
 }
 
+// gapsSince returns the handoff gaps (time with no owner between two
+// owners) that started after t0.
+func (w *world) gapsSince(t0 int64) []time.Duration {
+	var out []time.Duration
+	for _, g := range w.rec.Gaps() {
+		if g.Start >= t0 {
+			out = append(out, g.Duration())
+		}
+	}
+	return out
+}
+
 // summarize gives the median and max of ds for logs.
 func summarize(ds []time.Duration) string {
 	if len(ds) == 0 {
@@ -273,4 +285,33 @@ func summarize(ds []time.Duration) string {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return fmt.Sprintf("n=%d p50=%v max=%v", len(s), s[len(s)/2], s[len(s)-1])
+}
+
+// settle waits until every sync in ids runs on one of members, the loads
+// differ by at most one, and the plan has nothing pending; it returns the
+// number of revokes so far, so a test can look only at what follows.
+func (w *world) settle(ids []string, members ...string) int {
+	w.t.Helper()
+	ok := waitUntil(15*time.Second, func() bool {
+		owners := w.owners()
+		if len(owners) != len(ids) {
+			return false
+		}
+		l := loads(owners)
+		lo, hi := len(ids), 0
+		for _, m := range members {
+			lo, hi = min(lo, l[m]), max(hi, l[m])
+		}
+		if hi-lo > 1 || len(l) != len(members) {
+			return false
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, err := coordinator.Describe(ctx, w.admin, w.group)
+		return err == nil && st.Pending == 0 && len(st.Syncs) == len(ids)
+	})
+	if !ok {
+		w.t.Fatalf("group did not settle: %d syncs on %v, loads %v", len(ids), members, loads(w.owners()))
+	}
+	return len(w.eventsOf("revoke"))
 }

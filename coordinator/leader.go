@@ -237,8 +237,7 @@ func (c *Coordinator) lead(lctx context.Context, el *election.Election) error {
 		if dirtySince.IsZero() {
 			dirtySince = now
 		}
-		at := min(now.Add(d), dirtySince.Add(maxWait))
-		timer.Reset(time.Until(at))
+		timer.Reset(min(d, time.Until(dirtySince.Add(maxWait))))
 	}
 	retry := time.Second
 	for lctx.Err() == nil {

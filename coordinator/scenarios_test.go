@@ -13,6 +13,7 @@ import (
 	"github.com/baton-go/baton/assignment"
 	"github.com/baton-go/baton/coordinator"
 	"github.com/baton-go/baton/internal/etcdtest"
+	"github.com/baton-go/baton/internal/recorder"
 	"github.com/baton-go/baton/rebalance"
 )
 
@@ -60,12 +61,9 @@ func TestJoinMovesOnlyTheMinimum(t *testing.T) {
 	for _, id := range []string{"m1", "m2", "m3"} {
 		w.join(id, nil, nil)
 	}
-	require.True(t, waitUntil(10*time.Second, func() bool {
-		l := loads(w.owners())
-		return l["m1"] == 10 && l["m2"] == 10 && l["m3"] == 10
-	}))
+	revokesBefore := w.settle(ids, "m1", "m2", "m3")
 	before := w.owners()
-	revokesBefore := len(w.eventsOf("revoke"))
+	t0 := recorder.Now()
 
 	w.join("m4", nil, nil)
 	var after map[string]string
@@ -88,7 +86,8 @@ func TestJoinMovesOnlyTheMinimum(t *testing.T) {
 		require.Equal(t, assignment.Rebalanced, e.why)
 		require.Equal(t, "m4", after[e.sync], "revoked sync %s went to the joiner", e.sync)
 	}
-	gaps := w.rec.Gaps()
+	gaps := w.gapsSince(t0)
+	require.Len(t, gaps, moved, "one handoff per moved sync")
 	t.Logf("join: %d moved; handoff gaps %v", moved, summarize(gaps))
 }
 
@@ -99,8 +98,7 @@ func TestCrashFailover(t *testing.T) {
 	for _, id := range []string{"m1", "m2", "m3"} {
 		w.join(id, nil, nil)
 	}
-	owners := w.waitOwned(ids, 10*time.Second)
-	require.True(t, waitUntil(5*time.Second, func() bool { return len(loads(w.owners())) == 3 }))
+	base := w.settle(ids, "m1", "m2", "m3")
 	victim := "m3"
 	if w.members["m3"].co.IsLeader() {
 		victim = "m2"
@@ -111,7 +109,6 @@ func TestCrashFailover(t *testing.T) {
 			victims = append(victims, s)
 		}
 	}
-	_ = owners
 	crashed := time.Now()
 	w.crash(victim)
 	// Its syncs are revoked locally (Shutdown) but stay claimed in etcd
@@ -122,7 +119,7 @@ func TestCrashFailover(t *testing.T) {
 	took := time.Since(crashed)
 	t.Logf("crash failover of %d syncs: %v (bound %v)", len(victims), took, failoverBound)
 	require.LessOrEqual(t, took, failoverBound+time.Second, "failover within TTL + settle + 1s (+1s slack for a loaded machine)")
-	for _, e := range w.eventsOf("revoke") {
+	for _, e := range w.eventsOf("revoke")[base:] {
 		if e.member != victim {
 			t.Errorf("survivor %s lost %s (%s) in a crash failover", e.member, e.sync, e.why)
 		} else {
@@ -138,20 +135,21 @@ func TestGracefulLeave(t *testing.T) {
 	for _, id := range []string{"m1", "m2", "m3"} {
 		w.join(id, nil, nil)
 	}
-	w.waitOwned(ids, 10*time.Second)
-	require.True(t, waitUntil(5*time.Second, func() bool { return len(loads(w.owners())) == 3 }))
+	base := w.settle(ids, "m1", "m2", "m3")
 	leaver := w.members["m2"]
+	t0 := recorder.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	require.NoError(t, leaver.co.Leave(ctx))
 	require.NoError(t, leaver.co.Err())
 	require.Empty(t, leaver.co.Owned())
 	w.waitOwned(ids, 5*time.Second, "m1", "m3")
-	for _, e := range w.eventsOf("revoke") {
+	for _, e := range w.eventsOf("revoke")[base:] {
 		require.Equal(t, "m2", e.member)
 		require.Equal(t, assignment.Draining, e.why, "syncs leave a draining member by the drain")
 	}
-	gaps := w.rec.Gaps()
+	gaps := w.gapsSince(t0)
+	require.Len(t, gaps, 4, "m2's four syncs moved")
 	t.Logf("leave: handoff gaps %v", summarize(gaps))
 	for _, g := range gaps {
 		require.Less(t, g, 2*time.Second, "a sync stayed unowned no longer than a handoff")
@@ -167,8 +165,7 @@ func TestLeaderCrash(t *testing.T) {
 	for _, id := range []string{"m1", "m2", "m3"} {
 		w.join(id, nil, nil)
 	}
-	w.waitOwned(ids, 10*time.Second)
-	require.True(t, waitUntil(5*time.Second, func() bool { return len(loads(w.owners())) == 3 }))
+	base := w.settle(ids, "m1", "m2", "m3")
 	var leader string
 	for id, m := range w.members {
 		if m.co.IsLeader() {
@@ -187,7 +184,7 @@ func TestLeaderCrash(t *testing.T) {
 	require.True(t, waitUntil(5*time.Second, func() bool {
 		return w.members[survivors[0]].co.IsLeader() || w.members[survivors[1]].co.IsLeader()
 	}), "a new leader")
-	for _, e := range w.eventsOf("revoke") {
+	for _, e := range w.eventsOf("revoke")[base:] {
 		require.Equal(t, leader, e.member, "no spurious moves: survivors keep their syncs")
 	}
 	require.Equal(t, 6, loads(w.owners())[survivors[0]])
@@ -209,18 +206,14 @@ func TestSyncAddRemoveSpecChange(t *testing.T) {
 	w.putSyncs("a", "b")
 	w.join("plain", nil, nil)
 	w.join("upd", nil, updater{HandlerFuncs: w.handler("upd"), w: w, id: "upd"})
-	w.waitOwned([]string{"a", "b"}, 5*time.Second)
-	require.True(t, waitUntil(5*time.Second, func() bool { return len(loads(w.owners())) == 2 }))
+	base := w.settle([]string{"a", "b"}, "plain", "upd")
 	w.putSyncs("c")
 	w.waitOwned([]string{"a", "b", "c"}, 5*time.Second)
 
 	ctx := context.Background()
 	require.NoError(t, w.store.Delete(ctx, "c"))
 	w.waitOwned([]string{"a", "b"}, 5*time.Second)
-	var removed []event
-	for _, e := range w.eventsOf("revoke") {
-		removed = append(removed, e)
-	}
+	removed := w.eventsOf("revoke")[base:]
 	require.Len(t, removed, 1)
 	require.Equal(t, "c", removed[0].sync)
 	require.Equal(t, assignment.Removed, removed[0].why)
@@ -232,16 +225,17 @@ func TestSyncAddRemoveSpecChange(t *testing.T) {
 	for _, e := range w.eventsOf("assign") {
 		before[e.sync] = e.token
 	}
+	assigns := len(w.eventsOf("assign"))
 	for _, id := range []string{"a", "b"} {
 		require.NoError(t, w.store.Put(ctx, assignment.Sync{ID: id, Spec: []byte(`{"v":2}`)}))
 	}
 	require.True(t, waitUntil(5*time.Second, func() bool {
-		return len(w.eventsOf("update")) == 1 && len(w.eventsOf("revoke")) == 2 && len(w.eventsOf("assign")) >= 5
+		return len(w.eventsOf("update")) == 1 && len(w.eventsOf("revoke")) == base+2 && len(w.eventsOf("assign")) == assigns+1
 	}), "events: %v", w.eventsOf(""))
 	upd := w.eventsOf("update")[0]
 	require.Equal(t, "upd", upd.member)
 	require.Equal(t, before[upd.sync], upd.token)
-	rv := w.eventsOf("revoke")[1]
+	rv := w.eventsOf("revoke")[base+1]
 	require.Equal(t, assignment.SpecChanged, rv.why)
 	require.Equal(t, "plain", rv.member)
 	require.Equal(t, owners, w.owners(), "spec changes move nothing")
@@ -261,8 +255,7 @@ func TestCutOffMemberRevokesByDeadline(t *testing.T) {
 	w.join("cut", cluster.ClientTo(t, 0), nil)
 	w.join("m1", cluster.ClientTo(t, 1), nil)
 	w.join("m2", cluster.ClientTo(t, 2), nil)
-	w.waitOwned(ids, 10*time.Second)
-	require.True(t, waitUntil(5*time.Second, func() bool { return len(loads(w.owners())) == 3 }))
+	base := w.settle(ids, "cut", "m1", "m2")
 	var lost []string
 	for s, m := range w.owners() {
 		if m == "cut" {
@@ -277,7 +270,7 @@ func TestCutOffMemberRevokesByDeadline(t *testing.T) {
 	// else started it: the recorder's overlap check proves the order, and
 	// here the reason.
 	revoked := map[string]bool{}
-	for _, e := range w.eventsOf("revoke") {
+	for _, e := range w.eventsOf("revoke")[base:] {
 		if e.member == "cut" {
 			require.Equal(t, assignment.LeaseLost, e.why)
 			revoked[e.sync] = true

@@ -217,6 +217,7 @@ func (w *worker) applySpec(kv *mvccpb.KeyValue, deleted bool) {
 		delete(w.gone, id)
 		if a.spec == nil || sy.Revision > a.spec.Revision {
 			a.spec = &sy
+			a.poke()
 		}
 	}
 	w.updateWantLocked(a)
@@ -557,7 +558,7 @@ func (w *worker) ownedLoop(a *actor, c *assignment.Claim, octx context.Context, 
 // lostReason is LeaseLost, or Shutdown when the coordinator is stopping
 // for good (its client closed).
 func (w *worker) lostReason() assignment.RevokeReason {
-	if w.c.shuttingDown() {
+	if w.c.shuttingDown() || w.c.cli.Ctx().Err() != nil {
 		return assignment.Shutdown
 	}
 	return assignment.LeaseLost

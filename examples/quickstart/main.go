@@ -19,6 +19,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/baton-go/baton/assignment"
 	"github.com/baton-go/baton/coordinator"
@@ -64,7 +65,9 @@ func run(endpoints string) error {
 		say("using etcd at %s", endpoints)
 	}
 	newClient := func() (*clientv3.Client, error) {
-		return clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
+		// clientv3 logs every retried request; the demo's own lines say
+		// what happens.
+		return clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	}
 
 	admin, err := newClient()
@@ -137,7 +140,8 @@ func run(endpoints string) error {
 	if victim == leader {
 		victim = "member-b"
 	}
-	say("%s crashes (no goodbye; its lease expires in %v)", victim, ttl)
+	say("%s crashes: its etcd client is closed, no goodbye; its lease expires in %v", victim, ttl)
+	say("(in-process, the member still stops its own work: the 'shutdown' lines)")
 	crashed := time.Now()
 	clients[victim].Close()
 	<-members[victim].Done()

@@ -1,0 +1,204 @@
+package coordinator_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/baton-go/baton/assignment"
+	"github.com/baton-go/baton/coordinator"
+	"github.com/baton-go/baton/internal/etcdtest"
+)
+
+func TestRunnerFailureIsRetried(t *testing.T) {
+	w := newWorld(t, nil)
+	w.putSyncs("s")
+	var runs atomic.Int64
+	h := coordinator.Runner(func(ctx context.Context, c *assignment.Claim) error {
+		w.rec.Start("m1", c.ID(), c.Token())
+		defer w.rec.End("m1", c.ID(), c.Token())
+		if runs.Add(1) <= 2 {
+			return errors.New("source unavailable")
+		}
+		<-ctx.Done()
+		return nil
+	})
+	m := w.join("m1", nil, h)
+	require.True(t, waitUntil(10*time.Second, func() bool { return runs.Load() >= 3 }), "run retried after failures")
+	require.True(t, waitUntil(5*time.Second, func() bool { return len(m.co.Owned()) == 1 }))
+	tokens := m.co.Owned()[0].Token()
+	require.Positive(t, tokens)
+}
+
+func TestAssignErrorAndPanicAreRecovered(t *testing.T) {
+	w := newWorld(t, nil)
+	w.putSyncs("s")
+	var calls atomic.Int64
+	h := coordinator.HandlerFuncs{
+		Assign: func(_ context.Context, c *assignment.Claim) error {
+			switch calls.Add(1) {
+			case 1:
+				return errors.New("not ready")
+			case 2:
+				panic("handler bug")
+			}
+			w.rec.Start("m1", c.ID(), c.Token())
+			return nil
+		},
+		Revoke: func(_ context.Context, c *assignment.Claim, why assignment.RevokeReason) {
+			w.log(event{member: "m1", sync: c.ID(), kind: "revoke", why: why})
+			if why != assignment.Failed {
+				w.rec.End("m1", c.ID(), c.Token())
+			}
+		},
+	}
+	m := w.join("m1", nil, h)
+	require.True(t, waitUntil(10*time.Second, func() bool { return calls.Load() == 3 && len(w.owners()) == 1 }))
+	revokes := w.eventsOf("revoke")
+	require.Len(t, revokes, 2, "every failed OnAssign is followed by OnRevoke(Failed)")
+	for _, e := range revokes {
+		require.Equal(t, assignment.Failed, e.why)
+	}
+	require.Len(t, m.co.Owned(), 1)
+}
+
+func TestCheckpointIsFenced(t *testing.T) {
+	w := newWorld(t, nil)
+	w.putSyncs("s")
+	m1 := w.join("m1", nil, nil)
+	w.waitOwned([]string{"s"}, 5*time.Second, "m1")
+	old := m1.co.Owned()[0]
+	ctx := context.Background()
+	require.NoError(t, old.SaveCheckpoint(ctx, []byte("pos=1")))
+
+	w.join("m2", nil, nil)
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	require.NoError(t, m1.co.Leave(lctx))
+	w.waitOwned([]string{"s"}, 5*time.Second, "m2")
+	next := w.members["m2"].co.Owned()[0]
+	require.Greater(t, next.Token(), old.Token(), "tokens increase across owners")
+
+	// The old claim is a zombie now: its fenced writes fail, its guard too.
+	require.ErrorIs(t, old.SaveCheckpoint(ctx, []byte("pos=stale")), assignment.ErrNotOwner)
+	ok, err := old.Valid(ctx)
+	require.NoError(t, err)
+	require.False(t, ok)
+	resp, err := w.admin.Txn(ctx).If(old.Guard()).Commit()
+	require.NoError(t, err)
+	require.False(t, resp.Succeeded)
+
+	cp, err := next.LoadCheckpoint(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "pos=1", string(cp), "the new owner resumes from the last fenced checkpoint")
+	require.NoError(t, next.SaveCheckpoint(ctx, []byte("pos=2")))
+}
+
+func TestDrain(t *testing.T) {
+	w := newWorld(t, nil)
+	ids := syncIDs(6)
+	w.putSyncs(ids...)
+	m1 := w.join("m1", nil, nil)
+	w.join("m2", nil, nil)
+	base := w.settle(ids, "m1", "m2")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, m1.co.Drain(ctx))
+	require.Empty(t, m1.co.Owned())
+	w.waitOwned(ids, 5*time.Second, "m2")
+	for _, e := range w.eventsOf("revoke")[base:] {
+		require.Equal(t, assignment.Draining, e.why)
+	}
+	st := describe(t, w)
+	for _, m := range st.Members {
+		require.Equal(t, m.ID == "m1", m.Draining)
+	}
+	// A drain nobody can absorb waits until its ctx ends.
+	short, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel2()
+	require.ErrorIs(t, w.members["m2"].co.Drain(short), context.DeadlineExceeded)
+}
+
+func TestCallsFromCallbacksAreRefused(t *testing.T) {
+	w := newWorld(t, nil)
+	w.putSyncs("s")
+	var co atomic.Pointer[coordinator.Coordinator]
+	got := make(chan error, 2)
+	h := coordinator.HandlerFuncs{
+		Assign: func(ctx context.Context, c *assignment.Claim) error {
+			w.rec.Start("m1", c.ID(), c.Token())
+			got <- co.Load().Leave(ctx)
+			got <- co.Load().Drain(ctx)
+			return nil
+		},
+		Revoke: func(_ context.Context, c *assignment.Claim, _ assignment.RevokeReason) {
+			w.rec.End("m1", c.ID(), c.Token())
+		},
+	}
+	c, err := coordinator.New(w.cluster.Client(t), w.group, h, coordinator.WithMemberID("m1"), coordinator.WithTTL(testTTL), coordinator.WithSettle(testSettle))
+	require.NoError(t, err)
+	co.Store(c)
+	require.NoError(t, c.Join(context.Background()))
+	w.mu.Lock()
+	w.members["m1"] = &member{id: "m1", co: c}
+	w.mu.Unlock()
+	require.ErrorIs(t, <-got, coordinator.ErrCalledFromCallback)
+	require.ErrorIs(t, <-got, coordinator.ErrCalledFromCallback)
+}
+
+func TestLifecycleErrors(t *testing.T) {
+	w := newWorld(t, nil)
+	c, err := coordinator.New(w.admin, w.group, coordinator.HandlerFuncs{})
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.ErrorIs(t, c.Leave(ctx), coordinator.ErrNotJoined)
+	require.ErrorIs(t, c.Drain(ctx), coordinator.ErrNotJoined)
+	require.NoError(t, c.Join(ctx))
+	require.ErrorIs(t, c.Join(ctx), coordinator.ErrAlreadyJoined)
+	require.NotEmpty(t, c.MemberID())
+	require.NoError(t, c.Leave(ctx))
+	<-c.Done()
+	require.NoError(t, c.Err())
+	require.ErrorIs(t, c.Leave(ctx), coordinator.ErrClosed)
+	require.ErrorIs(t, c.Join(ctx), coordinator.ErrClosed)
+}
+
+func TestWatchCompactionReloads(t *testing.T) {
+	cluster := etcdtest.NewCluster(t, 3)
+	w := newWorld(t, cluster)
+	w.putSyncs("a")
+	// m1 reaches etcd only through member 0's bridge; its TTL is long
+	// enough that the stall below does not cost it its lease.
+	m1 := w.join("m1", cluster.ClientTo(t, 0), nil, coordinator.WithTTL(5*time.Second))
+	w.waitOwned([]string{"a"}, 5*time.Second, "m1")
+	ctx := context.Background()
+	admin := cluster.ClientTo(t, 1)
+	store := coordinator.NewSyncStore(admin, w.group)
+	// Stall m1's connection, change the group, compact the history, then
+	// drop the connection: m1's watches resume from a compacted revision
+	// and must reload.
+	cluster.PauseConnections(0)
+	for i := 2; i <= 6; i++ {
+		require.NoError(t, store.Put(ctx, assignment.Sync{ID: "a", Spec: []byte(fmt.Sprintf(`{"v":%d}`, i))}))
+	}
+	require.NoError(t, store.Put(ctx, assignment.Sync{ID: "b"}))
+	resp, err := admin.Get(ctx, "any")
+	require.NoError(t, err)
+	_, err = admin.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical())
+	require.NoError(t, err)
+	cluster.DropConnections(0)
+	cluster.UnpauseConnections(0)
+	require.True(t, waitUntil(10*time.Second, func() bool {
+		owned := m1.co.Owned()
+		return len(owned) == 2 && owned[0].ID() == "a" && string(owned[0].Sync().Spec) == `{"v":6}`
+	}), "m1 runs a's newest spec and b: %v", m1.co.Owned())
+	for _, e := range w.eventsOf("revoke") {
+		require.NotEqual(t, assignment.LeaseLost, e.why, "the watch reloaded; the lease held")
+	}
+}
