@@ -1,0 +1,395 @@
+package rebalance
+
+import (
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/bits"
+	"slices"
+	"strings"
+
+	"github.com/baton-go/baton/assignment"
+)
+
+// maxWeight caps member and sync weights inside this package, so that loads
+// scaled by a member weight stay far from int64 overflow.
+const maxWeight = 1 << 24
+
+// problem is an Input prepared for placement: members and syncs sorted by
+// ID, and every sync mapped to the group of members that may run it.
+//
+// Syncs with the same set of candidate members share a group, whatever
+// labels led there, so the work done per group (heaps, shares) grows with
+// the number of distinct constraints, not with the number of syncs.
+type problem struct {
+	members      []assignment.Member // sorted by ID
+	syncs        []assignment.Sync   // sorted by ID
+	memberIndex  map[string]int32
+	memberWeight []int64
+	syncWeight   []int64
+	syncGroup    []int32 // index into groups; -1 if no live member is eligible
+	groups       []group
+	memberGroups [][]int32 // per member: the groups it is a candidate of, ascending
+	maxSync      int64     // the heaviest sync weight (0 without syncs)
+}
+
+// group is a set of syncs that may run on the same members.
+type group struct {
+	members      []int32 // candidates, ascending: eligible non-draining members, else eligible draining ones
+	draining     bool    // no eligible member is non-draining, so the candidates are draining members
+	weight       int64   // total weight of the group's syncs
+	memberWeight int64   // total weight of the candidates
+	syncs        int     // how many syncs the group has
+}
+
+type requirement struct{ name, value string }
+
+// newProblem prepares in. It returns an error wrapping ErrInvalidInput if
+// member or sync IDs repeat, together with a problem that is still usable
+// for questions that do not depend on uniqueness.
+func newProblem(in Input) (*problem, error) {
+	p := &problem{
+		members: sortedByID(in.Members, func(m assignment.Member) string { return m.ID }),
+		syncs:   sortedByID(in.Syncs, func(s assignment.Sync) string { return s.ID }),
+	}
+	var err error
+	if id, dup := firstDuplicate(p.members, func(m assignment.Member) string { return m.ID }); dup {
+		err = fmt.Errorf("%w: duplicate member ID %q", ErrInvalidInput, id)
+	} else if id, dup := firstDuplicate(p.syncs, func(s assignment.Sync) string { return s.ID }); dup {
+		err = fmt.Errorf("%w: duplicate sync ID %q", ErrInvalidInput, id)
+	}
+
+	p.memberIndex = make(map[string]int32, len(p.members))
+	p.memberWeight = make([]int64, len(p.members))
+	for i, m := range p.members {
+		p.memberIndex[m.ID] = int32(i)
+		p.memberWeight[i] = int64(min(m.EffectiveWeight(), maxWeight))
+	}
+	p.syncWeight = make([]int64, len(p.syncs))
+	p.syncGroup = make([]int32, len(p.syncs))
+	b := groupBuilder{p: p, byRequirements: map[string]int32{}, byCandidates: map[string]int32{}, unconstrained: -2}
+	var reqs []requirement
+	for i := range p.syncs {
+		s := &p.syncs[i]
+		w := int64(min(s.EffectiveWeight(), maxWeight))
+		p.syncWeight[i] = w
+		p.maxSync = max(p.maxSync, w)
+		reqs = requirements(s.Labels, reqs[:0])
+		g := b.groupOf(reqs)
+		p.syncGroup[i] = g
+		if g >= 0 {
+			p.groups[g].weight += w
+			p.groups[g].syncs++
+		}
+	}
+	p.memberGroups = make([][]int32, len(p.members))
+	for g := range p.groups {
+		for _, m := range p.groups[g].members {
+			p.memberGroups[m] = append(p.memberGroups[m], int32(g))
+		}
+	}
+	return p, err
+}
+
+func sortedByID[T any](xs []T, id func(T) string) []T {
+	less := func(a, b T) int { return strings.Compare(id(a), id(b)) }
+	if slices.IsSortedFunc(xs, less) {
+		return xs // read only: the contract forbids modifying the caller's slice
+	}
+	xs = slices.Clone(xs)
+	slices.SortStableFunc(xs, less)
+	return xs
+}
+
+func firstDuplicate[T any](sorted []T, id func(T) string) (string, bool) {
+	for i := 1; i < len(sorted); i++ {
+		if id(sorted[i]) == id(sorted[i-1]) {
+			return id(sorted[i]), true
+		}
+	}
+	return "", false
+}
+
+// requirements appends the require: labels in labels to buf, sorted by name.
+func requirements(labels map[string]string, buf []requirement) []requirement {
+	for k, v := range labels {
+		if name, ok := strings.CutPrefix(k, RequirePrefix); ok {
+			buf = append(buf, requirement{name, v})
+		}
+	}
+	slices.SortFunc(buf, func(a, b requirement) int { return strings.Compare(a.name, b.name) })
+	return buf
+}
+
+// hasCandidate reports whether member m may take syncs of group g.
+func (p *problem) hasCandidate(g, m int32) bool {
+	_, ok := slices.BinarySearch(p.memberGroups[m], g)
+	return ok
+}
+
+type groupBuilder struct {
+	p              *problem
+	byRequirements map[string]int32 // encoded requirements -> group (or -1)
+	byCandidates   map[string]int32 // encoded candidate set -> group
+	unconstrained  int32            // group of syncs without requirements; -2 until computed
+	labelIndex     map[string]map[string][]int32
+	key            []byte
+}
+
+func (b *groupBuilder) groupOf(reqs []requirement) int32 {
+	if len(reqs) == 0 {
+		if b.unconstrained == -2 {
+			b.unconstrained = b.intern(b.candidates(nil))
+		}
+		return b.unconstrained
+	}
+	b.key = b.key[:0]
+	for _, r := range reqs {
+		b.key = binary.AppendUvarint(b.key, uint64(len(r.name)))
+		b.key = append(b.key, r.name...)
+		b.key = binary.AppendUvarint(b.key, uint64(len(r.value)))
+		b.key = append(b.key, r.value...)
+	}
+	if g, ok := b.byRequirements[string(b.key)]; ok {
+		return g
+	}
+	key := string(b.key)
+	g := b.intern(b.candidates(reqs))
+	b.byRequirements[key] = g
+	return g
+}
+
+// candidates lists the members eligible for reqs: the non-draining ones if
+// there are any, else the draining ones. Draining members therefore take a
+// sync only when nobody else can, and keep it running until somebody can.
+func (b *groupBuilder) candidates(reqs []requirement) (members []int32, draining bool) {
+	var eligible []int32
+	if len(reqs) == 0 {
+		eligible = make([]int32, len(b.p.members))
+		for i := range eligible {
+			eligible[i] = int32(i)
+		}
+	} else {
+		if b.labelIndex == nil {
+			b.labelIndex = map[string]map[string][]int32{}
+			for i, m := range b.p.members {
+				for k, v := range m.Labels {
+					if b.labelIndex[k] == nil {
+						b.labelIndex[k] = map[string][]int32{}
+					}
+					b.labelIndex[k][v] = append(b.labelIndex[k][v], int32(i))
+				}
+			}
+		}
+		// Start from the rarest requirement and check the others per member.
+		shortest := -1
+		for i, r := range reqs {
+			l := b.labelIndex[r.name][r.value]
+			if shortest < 0 || len(l) < len(b.labelIndex[reqs[shortest].name][reqs[shortest].value]) {
+				shortest = i
+			}
+		}
+	next:
+		for _, m := range b.labelIndex[reqs[shortest].name][reqs[shortest].value] {
+			labels := b.p.members[m].Labels
+			for _, r := range reqs {
+				if v, ok := labels[r.name]; !ok || v != r.value {
+					continue next
+				}
+			}
+			eligible = append(eligible, m)
+		}
+	}
+	for _, m := range eligible {
+		if !b.p.members[m].Draining {
+			members = append(members, m)
+		}
+	}
+	if len(members) > 0 {
+		return members, false
+	}
+	return eligible, len(eligible) > 0
+}
+
+// intern returns the group with exactly these candidates, creating it.
+func (b *groupBuilder) intern(members []int32, draining bool) int32 {
+	if len(members) == 0 {
+		return -1
+	}
+	key := make([]byte, 0, 4*len(members))
+	for _, m := range members {
+		key = binary.LittleEndian.AppendUint32(key, uint32(m))
+	}
+	if g, ok := b.byCandidates[string(key)]; ok {
+		return g
+	}
+	g := int32(len(b.p.groups))
+	var w int64
+	for _, m := range members {
+		w += b.p.memberWeight[m]
+	}
+	b.p.groups = append(b.p.groups, group{members: members, draining: draining, memberWeight: w})
+	b.byCandidates[string(key)] = g
+	return g
+}
+
+// fairShares returns each member's fair load in weight units. Each group's
+// load is poured over its candidates in proportion to their weight, topping
+// up the least-filled first ("water-filling"); groups with the least
+// candidate weight go first, so that constrained syncs claim their few
+// members before unconstrained ones fill in around them. Without
+// constraints this is simply total load × member weight / total weight.
+func (p *problem) fairShares() []float64 {
+	share := make([]float64, len(p.members))
+	order := make([]int32, len(p.groups))
+	for g := range order {
+		order[g] = int32(g)
+	}
+	slices.SortStableFunc(order, func(a, b int32) int {
+		return cmp.Compare(p.groups[a].memberWeight, p.groups[b].memberWeight)
+	})
+	var byFill []int32
+	fill := func(m int32) float64 { return share[m] / float64(p.memberWeight[m]) }
+	for _, g := range order {
+		gr := &p.groups[g]
+		if gr.weight == 0 {
+			continue
+		}
+		byFill = append(byFill[:0], gr.members...)
+		slices.SortStableFunc(byFill, func(a, b int32) int { return cmp.Compare(fill(a), fill(b)) })
+		// Raise the water level across the least-filled members until the
+		// group's load is used up.
+		level, left, w := fill(byFill[0]), float64(gr.weight), 0.0
+		for i, m := range byFill {
+			w += float64(p.memberWeight[m])
+			next := math.Inf(1)
+			if i+1 < len(byFill) {
+				next = fill(byFill[i+1])
+			}
+			if need := (next - level) * w; left <= need {
+				level += left / w
+				break
+			} else {
+				left -= need
+				level = next
+			}
+		}
+		for _, m := range byFill {
+			if fill(m) < level {
+				share[m] = level * float64(p.memberWeight[m])
+			}
+		}
+	}
+	return share
+}
+
+// scaledShares returns each member's fair share multiplied by a scale, as
+// exact integers, and each member's scale. Members that can exchange syncs
+// (connected through shared groups) share one scale and their scaled shares
+// add up exactly to scale × their groups' load, so that sums of deviations
+// cancel exactly: this is what lets Sticky compare loads without rounding.
+// A group whose members take no other group's syncs gets the scale equal to
+// its candidates' total weight and exact proportional shares.
+func (p *problem) scaledShares() (share, scale []int64) {
+	share = make([]int64, len(p.members))
+	scale = make([]int64, len(p.members))
+	// Connect groups that share members (union-find over groups).
+	parent := make([]int32, len(p.groups))
+	for g := range parent {
+		parent[g] = int32(g)
+	}
+	var find func(int32) int32
+	find = func(g int32) int32 {
+		for parent[g] != g {
+			parent[g] = parent[parent[g]]
+			g = parent[g]
+		}
+		return g
+	}
+	for _, gs := range p.memberGroups {
+		for _, g := range gs[min(1, len(gs)):] {
+			if a, b := find(gs[0]), find(g); a != b {
+				parent[max(a, b)] = min(a, b)
+			}
+		}
+	}
+	type component struct {
+		groups       []int32
+		members      []int32
+		load, weight int64
+	}
+	comps := map[int32]*component{}
+	var roots []int32
+	for g := range p.groups {
+		r := find(int32(g))
+		c := comps[r]
+		if c == nil {
+			c = &component{}
+			comps[r] = c
+			roots = append(roots, r)
+		}
+		c.groups = append(c.groups, int32(g))
+		c.load += p.groups[g].weight
+	}
+	for m, gs := range p.memberGroups {
+		if len(gs) > 0 {
+			c := comps[find(gs[0])]
+			c.members = append(c.members, int32(m))
+			c.weight += p.memberWeight[m]
+		}
+	}
+	var float []float64
+	for _, r := range roots {
+		c := comps[r]
+		k := c.weight
+		if hi, lo := bits.Mul64(uint64(k), uint64(c.load)); hi != 0 || lo > 1<<61 {
+			k = max(1, (1<<61)/max(c.load, 1))
+		}
+		exact := make([]uint64, len(c.members)) // scaled share, rounded down
+		rem := make([]float64, len(c.members))  // what rounding down dropped
+		if len(c.groups) == 1 {
+			// Exact: load × weight × k / total weight, in 128 bits.
+			for i, m := range c.members {
+				hi, lo := bits.Mul64(uint64(c.load)*uint64(k), uint64(p.memberWeight[m]))
+				q, r := bits.Div64(hi, lo, uint64(c.weight))
+				exact[i], rem[i] = q, float64(r)/float64(c.weight)
+			}
+		} else {
+			if float == nil {
+				float = p.fairShares()
+			}
+			for i, m := range c.members {
+				x := float[m] * float64(k)
+				f := math.Floor(x)
+				exact[i], rem[i] = uint64(f), x-f
+			}
+		}
+		// Hand out what rounding lost, largest remainder first, so the
+		// scaled shares add up exactly.
+		var sum uint64
+		for _, e := range exact {
+			sum += e
+		}
+		want := uint64(c.load) * uint64(k)
+		idx := make([]int, len(c.members))
+		for i := range idx {
+			idx[i] = i
+		}
+		slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(rem[b], rem[a]) })
+		for i := 0; sum < want; i = (i + 1) % len(idx) {
+			exact[idx[i]]++
+			sum++
+		}
+		for i := 0; sum > want; i = (i + 1) % len(idx) { // float shares may overshoot
+			if j := idx[len(idx)-1-i]; exact[j] > 0 {
+				exact[j]--
+				sum--
+			}
+		}
+		for i, m := range c.members {
+			share[m], scale[m] = int64(exact[i]), k
+		}
+	}
+	return share, scale
+}
