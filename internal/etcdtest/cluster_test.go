@@ -111,3 +111,34 @@ func TestEmbedded(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 1, lease.TTL)
 }
+
+func TestClusterLeftBroken(t *testing.T) {
+	// A test may end with a member blackholed, paused or stopped: cleanup
+	// copes and leaks nothing.
+	c := etcdtest.NewCluster(t, 3)
+	ctx := ctxFor(t, 10*time.Second)
+	for i := range c.Size() {
+		_, err := c.ClientTo(t, i).Put(ctx, "k", "v")
+		require.NoError(t, err)
+	}
+	c.Blackhole(0)
+	c.PauseConnections(1)
+	c.Stop(2)
+	c.Partition(1)
+	// A request stuck on the blackhole when the test ends fails once its
+	// client is closed.
+	done := make(chan error, 1)
+	t.Cleanup(func() {
+		select {
+		case err := <-done:
+			require.Error(t, err)
+		case <-time.After(10 * time.Second):
+			t.Error("request on a closed client still running")
+		}
+	})
+	cli := c.ClientTo(t, 0)
+	go func() {
+		_, err := cli.Get(context.Background(), "k")
+		done <- err
+	}()
+}
