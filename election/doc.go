@@ -15,9 +15,11 @@
 //     Campaign can return after its lease has expired: etcd issue 19597.)
 //   - The leadership context is cancelled as soon as the caller's context
 //     ends, the session ends ([concurrency.Session.Done]), the leader key is
-//     deleted (by hand, by lease expiry, by compaction-proof re-checks), or
-//     [Election.Resign] is called. [context.Cause] says which: the caller's
-//     cause, [ErrSessionDone], [ErrLeaderKeyLost] or [ErrResigned].
+//     deleted or replaced (seen by a watch with [clientv3.WithRequireLeader],
+//     and by a fresh read whenever that watch breaks, so neither compaction
+//     nor an etcd leader change hides it), or [Election.Resign] is called.
+//     [context.Cause] says which: the caller's cause, [ErrSessionDone],
+//     [ErrLeaderKeyLost] or [ErrResigned].
 //   - [Election.Guard] is a comparison to add to a Txn: it holds only while
 //     this Election's leader key exists with the create revision it won with.
 //     A leader that lost its key without noticing (paused, cut off) has its
