@@ -81,7 +81,13 @@ func Rendezvous() Balancer {
 					continue
 				}
 				u := (float64(x>>11) + 0.5) / (1 << 53) // in (0, 1)
-				if score := float64(p.memberWeight[m]) / -math.Log(u); best < 0 || score > bestScore {
+				mw := float64(p.memberWeight[m])
+				// −ln(u) ≥ 1 − u, so mw / (1 − u) bounds the score from above:
+				// most members are ruled out without computing a logarithm.
+				if best >= 0 && mw/(1-u) <= bestScore {
+					continue
+				}
+				if score := mw / -math.Log(u); best < 0 || score > bestScore {
 					best, bestScore = m, score
 				}
 			}
