@@ -27,7 +27,8 @@ type spreadState struct {
 	zones       int
 	tenant      []int32   // per sync, -1 without the sync label
 	tenantSyncs [][]int32 // per tenant, ascending
-	count       map[int64]int32
+	dense       []int32   // tenant × zone -> count, when that table is small
+	sparse      map[int64]int32
 	seen        []uint32 // per zone: stamp of the last tenant seen there
 	stamp       uint32
 }
@@ -36,7 +37,6 @@ func newSpreadState(p *problem, o stickyOptions) *spreadState {
 	sp := &spreadState{
 		zone:   make([]int32, len(p.members)),
 		tenant: make([]int32, len(p.syncs)),
-		count:  map[int64]int32{},
 	}
 	zoneNames := make([]string, len(p.members))
 	for m, mem := range p.members {
@@ -50,43 +50,57 @@ func newSpreadState(p *problem, o stickyOptions) *spreadState {
 	sp.zones = len(zones)
 	sp.seen = make([]uint32, sp.zones)
 
-	var names []string
-	for _, s := range p.syncs {
-		if v, ok := s.Labels[o.spreadSync]; ok {
-			names = append(names, v)
-		}
-	}
-	slices.Sort(names)
-	names = slices.Compact(names)
-	sp.tenantSyncs = make([][]int32, len(names))
-	index := make(map[string]int32, len(names))
-	for t, v := range names {
-		index[v] = int32(t)
-	}
+	// Tenants are numbered in order of first appearance; syncs are sorted
+	// by ID, so the numbering depends only on the input's content.
+	index := map[string]int32{}
 	for i, s := range p.syncs {
-		sp.tenant[i] = -1
-		if v, ok := s.Labels[o.spreadSync]; ok {
-			t := index[v]
-			sp.tenant[i] = t
-			sp.tenantSyncs[t] = append(sp.tenantSyncs[t], int32(i))
+		v, ok := s.Labels[o.spreadSync]
+		if !ok {
+			sp.tenant[i] = -1
+			continue
 		}
+		t, ok := index[v]
+		if !ok {
+			t = int32(len(sp.tenantSyncs))
+			index[v] = t
+			sp.tenantSyncs = append(sp.tenantSyncs, nil)
+		}
+		sp.tenant[i] = t
+		sp.tenantSyncs[t] = append(sp.tenantSyncs[t], int32(i))
+	}
+	if cells := len(sp.tenantSyncs) * sp.zones; cells <= max(1<<16, 4*len(p.syncs)) {
+		sp.dense = make([]int32, cells)
+	} else {
+		sp.sparse = map[int64]int32{}
 	}
 	return sp
 }
 
-func (sp *spreadState) key(t, zone int32) int64 { return int64(t)*int64(sp.zones) + int64(zone) }
+// get returns how many syncs of tenant t run in zone z.
+func (sp *spreadState) get(t, z int32) int32 {
+	k := int64(t)*int64(sp.zones) + int64(z)
+	if sp.dense != nil {
+		return sp.dense[k]
+	}
+	return sp.sparse[k]
+}
 
 // inc adds d to the count of sync i's tenant in member m's zone.
 func (sp *spreadState) inc(i, m int32, d int32) {
 	if t := sp.tenant[i]; t >= 0 {
-		sp.count[sp.key(t, sp.zone[m])] += d
+		k := int64(t)*int64(sp.zones) + int64(sp.zone[m])
+		if sp.dense != nil {
+			sp.dense[k] += d
+		} else {
+			sp.sparse[k] += d
+		}
 	}
 }
 
 // countIn returns how many syncs of sync i's tenant run in member m's zone.
 func (sp *spreadState) countIn(i, m int32) int32 {
 	if t := sp.tenant[i]; t >= 0 {
-		return sp.count[sp.key(t, sp.zone[m])]
+		return sp.get(t, sp.zone[m])
 	}
 	return 0
 }
@@ -164,7 +178,7 @@ func (s *stickyState) spreadTenant(t int32) bool {
 		if z := sp.zone[m]; sp.seen[z] != sp.stamp {
 			sp.seen[z] = sp.stamp
 			distinct++
-			c := sp.count[sp.key(t, z)]
+			c := sp.get(t, z)
 			hi, lo = max(hi, c), min(lo, c)
 		}
 	}
@@ -182,7 +196,7 @@ func (s *stickyState) spreadTenant(t int32) bool {
 			continue
 		}
 		a := sp.zone[j]
-		na := sp.count[sp.key(t, a)]
+		na := sp.get(t, a)
 		if na-lo < 2 {
 			continue
 		}
@@ -196,7 +210,7 @@ func (s *stickyState) spreadTenant(t int32) bool {
 			func(slot int32) bool { return s.dev[sg.members[slot]] >= want },
 			func(slot int32) {
 				m := sg.members[slot]
-				if s.dev[m] == want && sp.zone[m] != a && na-sp.count[sp.key(t, sp.zone[m])] >= 2 && (target < 0 || slot < target) {
+				if s.dev[m] == want && sp.zone[m] != a && na-sp.get(t, sp.zone[m]) >= 2 && (target < 0 || slot < target) {
 					target = slot
 				}
 			})
@@ -212,7 +226,7 @@ func (s *stickyState) spreadTenant(t int32) bool {
 				return false
 			}
 			b := sp.zone[mu]
-			nb := sp.count[sp.key(t, b)]
+			nb := sp.get(t, b)
 			if b == a || na-nb < 2 {
 				continue
 			}
@@ -235,7 +249,7 @@ func (s *stickyState) spreadTenant(t int32) bool {
 					}
 					d := 2 * (nb - na + 1)
 					if t2 >= 0 {
-						d += 2 * (sp.count[sp.key(t2, a)] - sp.count[sp.key(t2, b)] + 1)
+						d += 2 * (sp.get(t2, a) - sp.get(t2, b) + 1)
 					}
 					if d < 0 {
 						if !s.allow(step{i, mu}, step{y, j}) {

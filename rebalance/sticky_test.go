@@ -296,3 +296,42 @@ func TestPropertyStickyEquilibrium(t *testing.T) {
 		}
 	})
 }
+
+// Spreading over hundreds of zones (here: one per host, anti-affinity)
+// keeps its counts in a map rather than a table; the result is the same
+// kind of spread.
+func TestStickySpreadManyZones(t *testing.T) {
+	var in Input
+	for i := range 300 {
+		in.Members = append(in.Members, assignment.Member{ID: fmt.Sprintf("host-%03d", i), Labels: map[string]string{"host": fmt.Sprintf("host-%03d", i)}})
+	}
+	for tn := range 300 {
+		for k := range 2 {
+			in.Syncs = append(in.Syncs, assignment.Sync{ID: fmt.Sprintf("t%03d-%d", tn, k), Labels: map[string]string{"tenant": fmt.Sprintf("t%03d", tn)}})
+		}
+	}
+	p, err := newProblem(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := stickyOptions{}
+	Spread("tenant", "host")(&o)
+	if sp := newSpreadState(p, o); sp.sparse == nil {
+		t.Fatal("expected the sparse count map for 300 tenants × 300 zones")
+	}
+	// Start from the worst spread: both syncs of each tenant on one host.
+	in.Current = assignment.Plan{}
+	for tn := range 300 {
+		for k := range 2 {
+			in.Current[fmt.Sprintf("t%03d-%d", tn, k)] = fmt.Sprintf("host-%03d", tn)
+		}
+	}
+	plan := balance(t, Sticky(Spread("tenant", "host")), in)
+	mustValid(t, in, plan)
+	for tn := range 300 {
+		a, b := plan[fmt.Sprintf("t%03d-0", tn)], plan[fmt.Sprintf("t%03d-1", tn)]
+		if a == b {
+			t.Fatalf("tenant t%03d has both syncs on %s", tn, a)
+		}
+	}
+}
