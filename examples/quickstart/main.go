@@ -94,6 +94,12 @@ func run(endpoints string) error {
 	members := map[string]*coordinator.Coordinator{}
 	clients := map[string]*clientv3.Client{}
 	var mu sync.Mutex
+	running := map[string]string{} // sync -> member, as the handlers see it
+	runningCount := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(running)
+	}
 	for _, id := range []string{"member-a", "member-b", "member-c"} {
 		cli, err := newClient()
 		if err != nil {
@@ -101,10 +107,16 @@ func run(endpoints string) error {
 		}
 		h := coordinator.HandlerFuncs{
 			Assign: func(_ context.Context, c *assignment.Claim) error {
+				mu.Lock()
+				running[c.ID()] = id
+				mu.Unlock()
 				say("%-8s  starts  %s (token %d)", id, c.ID(), c.Token())
 				return nil
 			},
 			Revoke: func(_ context.Context, c *assignment.Claim, why assignment.RevokeReason) {
+				mu.Lock()
+				delete(running, c.ID())
+				mu.Unlock()
 				say("%-8s  stops   %s (%s)", id, c.ID(), why)
 			},
 		}
@@ -126,7 +138,7 @@ func run(endpoints string) error {
 		}
 	}()
 
-	st, err := waitSettled(ctx, admin, group, 12, 3)
+	st, err := waitSettled(ctx, admin, group, runningCount, 12, 3)
 	if err != nil {
 		return err
 	}
@@ -147,7 +159,7 @@ func run(endpoints string) error {
 	<-members[victim].Done()
 	delete(members, victim)
 	delete(clients, victim)
-	if st, err = waitSettled(ctx, admin, group, 12, 2); err != nil {
+	if st, err = waitSettled(ctx, admin, group, runningCount, 12, 2); err != nil {
 		return err
 	}
 	say("failover done: every sync owned again %.2fs after the crash", time.Since(crashed).Seconds())
@@ -157,14 +169,14 @@ func run(endpoints string) error {
 	if err := store.Put(ctx, assignment.Sync{ID: "sync-13", Spec: []byte(`{"source":"db-13"}`)}); err != nil {
 		return err
 	}
-	if st, err = waitSettled(ctx, admin, group, 13, 2); err != nil {
+	if st, err = waitSettled(ctx, admin, group, runningCount, 13, 2); err != nil {
 		return err
 	}
 	say("admin removes sync-05")
 	if err := store.Delete(ctx, "sync-05"); err != nil {
 		return err
 	}
-	if st, err = waitSettled(ctx, admin, group, 12, 2); err != nil {
+	if st, err = waitSettled(ctx, admin, group, runningCount, 12, 2); err != nil {
 		return err
 	}
 	printTable(st)
@@ -182,7 +194,7 @@ func run(endpoints string) error {
 	}
 	delete(members, leaver)
 	say("%s left in %.2fs", leaver, time.Since(left).Seconds())
-	if st, err = waitSettled(ctx, admin, group, 12, 1); err != nil {
+	if st, err = waitSettled(ctx, admin, group, runningCount, 12, 1); err != nil {
 		return err
 	}
 	printTable(st)
@@ -198,13 +210,13 @@ func run(endpoints string) error {
 }
 
 // waitSettled polls Describe until nsyncs syncs are owned by nmembers live
-// members and nothing is pending.
-func waitSettled(ctx context.Context, cli *clientv3.Client, group string, nsyncs, nmembers int) (*coordinator.GroupStatus, error) {
+// members, nothing is pending, and the handlers run exactly nsyncs syncs.
+func waitSettled(ctx context.Context, cli *clientv3.Client, group string, running func() int, nsyncs, nmembers int) (*coordinator.GroupStatus, error) {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		st, err := coordinator.Describe(ctx, cli, group)
-		if err == nil && len(st.Syncs) == nsyncs && len(st.Members) == nmembers && st.Pending == 0 {
+		if err == nil && len(st.Syncs) == nsyncs && len(st.Members) == nmembers && st.Pending == 0 && running() == nsyncs {
 			return st, nil
 		}
 		select {
