@@ -25,7 +25,8 @@ import (
 // What a Balancer must do in return:
 //
 //   - Read the Input but neither modify it nor keep any of its slices or
-//     maps, or the returned plan, after returning: the leader reuses them.
+//     maps after returning, and not keep the returned plan either: the
+//     leader owns all of them.
 //   - Be deterministic: the same Input yields the same plan, whatever the
 //     order of Members and Syncs (the built-in balancers sort defensively
 //     rather than trust the order). A new leader that recomputes the plan

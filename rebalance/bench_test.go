@@ -83,3 +83,24 @@ func BenchmarkStickyColdStart(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkValidate checks a plan of 100,000 syncs, as the leader does after
+// every Balance call.
+func BenchmarkValidate(b *testing.B) {
+	for _, nMembers := range []int{10, 1000} {
+		b.Run(fmt.Sprintf("syncs=100000/members=%d", nMembers), func(b *testing.B) {
+			in := benchInput(b, Sticky(), 100_000, nMembers)
+			p, err := Sticky().Balance(context.Background(), in)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if err := Validate(in, p); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

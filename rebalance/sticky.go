@@ -61,8 +61,8 @@ func Spread(syncLabel, memberLabel string) StickyOption {
 //  3. moves syncs only while a move strictly reduces the sum of squared
 //     differences between loads and shares: a sync moves from member A to
 //     member B only if B has more room left than A would have after giving
-//     the sync away. Each move is taken from the most loaded member to the
-//     least loaded one.
+//     the sync away. Each move goes from the member with the least room to
+//     the one with the most, so the worst imbalance is fixed first.
 //
 // # Guarantees
 //
@@ -79,16 +79,16 @@ func Spread(syncLabel, memberLabel string) StickyOption {
 // takes ⌊N/(n+1)⌋ or ⌈N/(n+1)⌉ syncs and no other sync moves; when a
 // member leaves (or starts draining) only its syncs move, spread over the
 // others; when weights change, each member either only gains or only loses
-// syncs. With unequal sync weights the same rules hold up to the moves that
-// balance needs.
+// syncs. With unequal sync weights a join or leave may take a few more
+// moves, each of which improves balance.
 //
 // Constraints and draining are kept exactly as [Validate] checks them. With
 // constraints the balance bound is best effort: syncs that only a few
 // members may run can leave those members above their share.
 //
-// Cost: O((N + moves) log n) time and O(N + n) memory for N syncs on n
-// members, plus the work per distinct set of constraints; about 50 ms for
-// 100,000 syncs on 1,000 members on a 2-core machine.
+// Cost: O(N log N + moves × log n) time and O(N + n) memory for N syncs on
+// n members, plus the work per distinct set of constraints; about 50 ms for
+// 100,000 syncs on 1,000 members on a 2-core machine (BALANCERS.md).
 func Sticky(opts ...StickyOption) Balancer {
 	o := defaultStickyOptions()
 	for _, opt := range opts {

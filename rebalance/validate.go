@@ -33,34 +33,41 @@ func Validate(in Input, p assignment.Plan) error {
 	if err != nil {
 		return err
 	}
-	syncIndex := make(map[string]int32, len(prob.syncs))
-	for i, s := range prob.syncs {
-		syncIndex[s.ID] = int32(i)
-	}
 	var errs []*PlanError
-	for sid, mid := range p {
-		i, ok := syncIndex[sid]
-		if !ok {
-			errs = append(errs, &PlanError{Sync: sid, Member: mid, Reason: ErrUnknownSync})
-			continue
-		}
-		m, ok := prob.memberIndex[mid]
-		if !ok {
-			errs = append(errs, &PlanError{Sync: sid, Member: mid, Reason: ErrUnknownMember})
-			continue
-		}
+	// Walk the syncs in order and look each up in p: one map lookup per
+	// sync, and the candidate lists answer eligibility without reading
+	// labels on the common, valid path.
+	found := 0
+	for i, s := range prob.syncs {
 		g := prob.syncGroup[i]
+		mid, ok := p[s.ID]
+		if !ok {
+			if g >= 0 {
+				errs = append(errs, &PlanError{Sync: s.ID, Member: prob.members[prob.groups[g].members[0]].ID, Reason: ErrUnassigned})
+			}
+			continue
+		}
+		found++
+		m, ok := prob.memberIndex[mid]
 		switch {
-		case !Eligible(prob.members[m], prob.syncs[i]):
-			errs = append(errs, &PlanError{Sync: sid, Member: mid, Reason: ErrIneligible})
-		case prob.members[m].Draining && g >= 0 && !prob.groups[g].draining:
-			errs = append(errs, &PlanError{Sync: sid, Member: mid, Reason: ErrDraining})
+		case !ok:
+			errs = append(errs, &PlanError{Sync: s.ID, Member: mid, Reason: ErrUnknownMember})
+		case g >= 0 && prob.hasCandidate(g, m):
+			// valid
+		case !Eligible(prob.members[m], s):
+			errs = append(errs, &PlanError{Sync: s.ID, Member: mid, Reason: ErrIneligible})
+		default: // eligible but not a candidate: draining while others are not
+			errs = append(errs, &PlanError{Sync: s.ID, Member: mid, Reason: ErrDraining})
 		}
 	}
-	for i, s := range prob.syncs {
-		if g := prob.syncGroup[i]; g >= 0 {
-			if _, ok := p[s.ID]; !ok {
-				errs = append(errs, &PlanError{Sync: s.ID, Member: prob.members[prob.groups[g].members[0]].ID, Reason: ErrUnassigned})
+	if found < len(p) {
+		known := make(map[string]bool, len(prob.syncs))
+		for _, s := range prob.syncs {
+			known[s.ID] = true
+		}
+		for sid, mid := range p {
+			if !known[sid] {
+				errs = append(errs, &PlanError{Sync: sid, Member: mid, Reason: ErrUnknownSync})
 			}
 		}
 	}
