@@ -310,14 +310,18 @@ func TestPropertyStickyWeightChange(t *testing.T) {
 	})
 }
 
-// Throttle changes at most maxMoves owners beyond the syncs that must move,
-// and rerunning it round after round reaches the wrapped balancer's own
-// stable plan.
+// Throttle changes at most maxMoves owners beyond the syncs that must move
+// (two for a spreading swap), and rerunning it round after round reaches
+// the wrapped balancer's own stable plan.
 func TestPropertyThrottle(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		in := genInput(t, shape{weighted: true, constraints: true, draining: true, current: true})
 		limit := rapid.IntRange(-1, 5).Draw(t, "maxMoves")
-		b := Throttle(Sticky(), limit)
+		var opts []StickyOption
+		if rapid.Bool().Draw(t, "spread") {
+			opts = append(opts, Spread("tenant", "zone"))
+		}
+		b := Throttle(Sticky(opts...), limit)
 		p, err := newProblem(in)
 		if err != nil {
 			t.Fatal(err)
@@ -332,11 +336,15 @@ func TestPropertyThrottle(t *testing.T) {
 					optional++
 				}
 			}
-			if optional > max(limit, 1) {
+			bound := max(limit, 1)
+			if len(opts) > 0 {
+				bound = max(limit, 2) // a swap is not split
+			}
+			if optional > bound {
 				t.Fatalf("round %d: %d optional moves with maxMoves %d", round, optional, limit)
 			}
 			if maps.Equal(next, in.Current) {
-				if final := balance(t, Sticky(), in); !maps.Equal(final, next) {
+				if final := balance(t, Sticky(opts...), in); !maps.Equal(final, next) {
 					t.Fatalf("throttled rounds settled on a plan Sticky would still change: %v", moved(in, next, final))
 				}
 				return

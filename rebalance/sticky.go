@@ -441,7 +441,10 @@ func (s *stickyState) allow(steps ...step) bool {
 			}
 		}
 	}
-	if changed > s.limit {
+	// The first change of a round always goes ahead, even a swap of two
+	// syncs with a limit of 1: splitting a swap would leave a plan Sticky
+	// undoes, and refusing it would stall the rounds short of Sticky's plan.
+	if changed > s.limit && s.changed > 0 {
 		s.limited = true
 		return false
 	}

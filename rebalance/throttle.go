@@ -23,7 +23,9 @@ import (
 // For [Sticky], Throttle lets Sticky itself stop after maxMoves moves, made
 // in its own order (the most overloaded member first); each of them
 // improves balance on its own, so successive rounds always reach the plan
-// Sticky would have made at once. For any other b, Throttle takes the
+// Sticky would have made at once. (With [Spread], Sticky may swap two syncs
+// between zones; a swap is never split, so with maxMoves = 1 a round may
+// move two syncs.) For any other b, Throttle takes the
 // changes b makes in sync ID order until maxMoves is reached and drops the
 // rest, whose syncs stay with their current owners; rounds then converge if
 // b's plan does not depend on Current (as with [RoundRobin] and
