@@ -32,6 +32,8 @@ type PlanError struct {
 	Reason error  // one of ErrUnknownSync, ErrUnknownMember, ErrUnassigned, ErrIneligible, ErrDraining
 }
 
+// Error names the sync, the member and what is wrong, for example
+// `rebalance: invalid plan: sync "a" on member "b": member not live`.
 func (e *PlanError) Error() string {
 	reason := strings.TrimPrefix(e.Reason.Error(), "rebalance: ")
 	if e.Reason == ErrUnassigned {

@@ -99,6 +99,7 @@ func Sticky(opts ...StickyOption) Balancer {
 
 type stickyBalancer struct{ o stickyOptions }
 
+// Balance implements [Balancer].
 func (b *stickyBalancer) Balance(ctx context.Context, in Input) (assignment.Plan, error) {
 	return b.balance(ctx, in, -1)
 }
