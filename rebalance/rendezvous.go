@@ -19,10 +19,10 @@ const loadBound = 1.25
 // hash of the sync's and the member's IDs, scaled by the member's weight
 // (weighted rendezvous hashing: score = weight / −ln(hash as a fraction of
 // 2⁶⁴)), and goes to the best-ranked member whose load stays within 1.25
-// times its fair share (rounded up); syncs are placed in ID order. If the
-// constraints leave no eligible member under its cap, the sync goes to the
-// eligible member with the least load per unit of weight. It is safe for
-// concurrent use.
+// times its fair share (rounded up); syncs are placed in ID order. If no
+// eligible member has room under its cap (heavy syncs, or constraints that
+// crowd a few members), the sync goes to the eligible member with the least
+// load per unit of weight. It is safe for concurrent use.
 //
 // Rendezvous ignores Current: stability comes from the hash. When a member
 // joins, the syncs that rank it first move to it (about N/(n+1)); when one

@@ -10,9 +10,10 @@ import (
 // RoundRobin returns a [Balancer] that deals the syncs out in ID order, each
 // to the eligible member with the least load per unit of weight so far (the
 // first by ID on a tie). With equal weights and no constraints that is
-// classic round robin: the i-th sync goes to the (i mod n)-th member. Each
-// member's load stays below its weighted share plus the heaviest sync's
-// weight. It is safe for concurrent use.
+// classic round robin: the i-th sync goes to the (i mod n)-th member.
+// Without constraints, each member's load stays below its weighted share
+// plus the heaviest sync's weight, whatever the weights. It is safe for
+// concurrent use.
 //
 // RoundRobin ignores Current, so a member joining or leaving can move most
 // syncs. It suits small groups whose syncs are cheap to restart, and serves
