@@ -335,3 +335,24 @@ func TestStickySpreadManyZones(t *testing.T) {
 		}
 	}
 }
+
+// Absurd weights are capped, not overflowed.
+func TestHugeWeights(t *testing.T) {
+	in := Input{Members: members(3), Syncs: syncs(50)}
+	in.Members[0].Weight = 1 << 62
+	in.Members[1].Weight = 1 << 30
+	for i := range in.Syncs {
+		in.Syncs[i].Weight = 1 << (20 + i%40)
+	}
+	for name, b := range balancers() {
+		p := balance(t, b, in)
+		mustValid(t, in, p)
+		in2 := in
+		in2.Current = p
+		if name == "Sticky" {
+			if again := balance(t, b, in2); !maps.Equal(again, p) {
+				t.Fatalf("Sticky not stable with huge weights: %v", moved(in, p, again))
+			}
+		}
+	}
+}
