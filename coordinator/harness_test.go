@@ -166,10 +166,25 @@ func (w *world) join(id string, cli *clientv3.Client, h coordinator.Handler, opt
 // crash closes a member's client: no goodbye, its lease is left to expire.
 func (w *world) crash(id string) {
 	w.t.Helper()
+	w.crashAsync(id)
+	w.waitStopped(id)
+}
+
+// crashAsync closes a member's client and returns at once.
+func (w *world) crashAsync(id string) {
+	w.t.Helper()
 	w.mu.Lock()
 	m := w.members[id]
 	w.mu.Unlock()
 	require.NoError(w.t, m.cli.Close())
+}
+
+// waitStopped waits for a crashed member to stop for good.
+func (w *world) waitStopped(id string) {
+	w.t.Helper()
+	w.mu.Lock()
+	m := w.members[id]
+	w.mu.Unlock()
 	select {
 	case <-m.co.Done():
 	case <-time.After(10 * time.Second):

@@ -110,13 +110,14 @@ func TestCrashFailover(t *testing.T) {
 		}
 	}
 	crashed := time.Now()
-	w.crash(victim)
+	w.crashAsync(victim)
 	// Its syncs are revoked locally (Shutdown) but stay claimed in etcd
 	// until the lease expires; then the others take them.
 	survivors := []string{"m1", "m2", "m3"}
 	survivors = slices.DeleteFunc(survivors, func(s string) bool { return s == victim })
 	w.waitOwned(ids, failoverBound+2*time.Second, survivors...)
 	took := time.Since(crashed)
+	w.waitStopped(victim)
 	t.Logf("crash failover of %d syncs: %v (bound %v)", len(victims), took, failoverBound)
 	require.LessOrEqual(t, took, failoverBound+time.Second, "failover within TTL + settle + 1s (+1s slack for a loaded machine)")
 	for _, e := range w.eventsOf("revoke")[base:] {
@@ -173,7 +174,8 @@ func TestLeaderCrash(t *testing.T) {
 		}
 	}
 	require.NotEmpty(t, leader)
-	w.crash(leader)
+	crashed := time.Now()
+	w.crashAsync(leader)
 	var survivors []string
 	for id := range w.members {
 		if id != leader {
@@ -181,6 +183,8 @@ func TestLeaderCrash(t *testing.T) {
 		}
 	}
 	w.waitOwned(ids, failoverBound+2*time.Second, survivors...)
+	t.Logf("leader crash failover: %v (bound %v)", time.Since(crashed), failoverBound)
+	w.waitStopped(leader)
 	require.True(t, waitUntil(5*time.Second, func() bool {
 		return w.members[survivors[0]].co.IsLeader() || w.members[survivors[1]].co.IsLeader()
 	}), "a new leader")

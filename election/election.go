@@ -153,6 +153,10 @@ func (e *Election) campaignError(cctx context.Context, err error) error {
 func (e *Election) dropCandidate(ctx context.Context) {
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
+	// Once the session or the client is gone the lease takes the key with
+	// it (or nobody can delete it anyway): do not wait out the timeout.
+	defer context.AfterFunc(e.s.Ctx(), cancel)()
+	defer context.AfterFunc(e.s.Client().Ctx(), cancel)()
 	if err := e.deleteCandidate(dctx); err != nil && e.s.Ctx().Err() == nil {
 		e.mu.Lock()
 		e.stale = true
