@@ -389,12 +389,10 @@ func (w *worker) runActor(a *actor, pre *claimResult) {
 			w.markGone(a, r.syncErr)
 		case r.holder != "":
 			releasedAt = time.Time{}
-			if released := w.waitRelease(a, r); released {
-				// The holder let go: claim at once, and measure the gap.
-				releasedAt = time.Now()
-				rs, err := w.claim(w.ctx, []string{a.id})
-				if err == nil && rs[a.id].claimed {
-					pre = rs[a.id]
+			if next, released := w.waitRelease(a); next != nil {
+				pre = next
+				if released {
+					releasedAt = time.Now()
 				}
 			}
 		default:
@@ -427,22 +425,48 @@ func (w *worker) wait(a *actor, d time.Duration) bool {
 	}
 }
 
-// waitRelease watches the owner key from the claim's revision until it is
-// deleted; it returns true on deletion, false when something else needs a
-// look (poke, broken watch, end of epoch).
-func (w *worker) waitRelease(a *actor, r *claimResult) bool {
+// waitRelease waits for the holder of the sync's owner key to let go and
+// claims it then. It returns the claim result (nil when something else
+// needs a look: a poke, a broken watch, the end of the epoch) and whether
+// a release was seen.
+//
+// The watch starts at the current revision and the claim is tried again
+// once it is in place, so no release can slip between the two. A watch
+// from an older revision would be "unsynced" in etcd and delivered by a
+// background loop that runs only every 100 ms: that would be the whole
+// handoff gap.
+func (w *worker) waitRelease(a *actor) (*claimResult, bool) {
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(w.ctx))
 	defer cancel()
-	ch := w.c.cli.Watch(ctx, w.c.keys.Owner(a.id), clientv3.WithRev(r.rev+1))
+	ch := w.c.cli.Watch(ctx, w.c.keys.Owner(a.id), clientv3.WithCreatedNotify())
+	created := false
 	for {
 		select {
 		case wr, ok := <-ch:
 			if !ok || wr.Err() != nil {
-				return false
+				return nil, false
+			}
+			if wr.Created && !created {
+				created = true
+				rs, err := w.claim(w.ctx, []string{a.id})
+				if err != nil {
+					return nil, false
+				}
+				if r := rs[a.id]; r.holder == "" {
+					return r, false
+				}
+				continue
 			}
 			for _, ev := range wr.Events {
-				if ev.Type == mvccpb.DELETE {
-					return true
+				if ev.Type != mvccpb.DELETE {
+					continue
+				}
+				rs, err := w.claim(w.ctx, []string{a.id})
+				if err != nil {
+					return nil, true
+				}
+				if r := rs[a.id]; r.holder == "" {
+					return r, true
 				}
 			}
 		case <-a.kick:
@@ -450,10 +474,10 @@ func (w *worker) waitRelease(a *actor, r *claimResult) bool {
 			want := a.want
 			w.mu.Unlock()
 			if !want {
-				return false
+				return nil, false
 			}
 		case <-w.ctx.Done():
-			return false
+			return nil, false
 		}
 	}
 }
