@@ -109,14 +109,9 @@ func (w *worker) claimOnce(ctx context.Context, batch []string, out map[string]*
 // is no longer ours is never touched. It retries until it succeeds or the
 // session is at risk (an abandoned lease takes its keys with it).
 func (w *worker) release(c *assignment.Claim) {
-	key := w.c.keys.Owner(c.ID())
 	delay := retryMin
 	for {
-		ctx, cancel := context.WithTimeout(w.sess.riskCtx, w.sess.ttl/2)
-		_, err := w.c.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(key), "=", c.Token())).
-			Then(clientv3.OpDelete(key)).Commit()
-		cancel()
+		err := w.deleteOwner(c.ID(), c.Token())
 		if err == nil || w.sess.riskCtx.Err() != nil {
 			return
 		}
@@ -127,4 +122,15 @@ func (w *worker) release(c *assignment.Claim) {
 		}
 		delay = min(2*delay, retryMax)
 	}
+}
+
+// deleteOwner deletes owners/<id> if it still has the given token.
+func (w *worker) deleteOwner(id string, token int64) error {
+	ctx, cancel := context.WithTimeout(w.sess.riskCtx, w.sess.ttl/2)
+	defer cancel()
+	key := w.c.keys.Owner(id)
+	_, err := w.c.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", token)).
+		Then(clientv3.OpDelete(key)).Commit()
+	return err
 }

@@ -206,7 +206,7 @@ func (c *Coordinator) register(ctx context.Context) (*session, error) {
 // It returns false with no error when the session was lost while waiting.
 func (c *Coordinator) registerMember(ctx context.Context, s *session, draining bool) (bool, error) {
 	key := c.keys.Member(c.o.memberID)
-	val := string(encodeMember(assignment.Member{ID: c.o.memberID, Weight: c.o.weight, Labels: c.o.labels, Draining: draining}))
+	val := c.memberValue(draining)
 	for {
 		resp, err := c.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
@@ -252,6 +252,11 @@ func (c *Coordinator) registerMember(ctx context.Context, s *session, draining b
 		}
 		cancel()
 	}
+}
+
+// memberValue is what members/<id> holds for this member.
+func (c *Coordinator) memberValue(draining bool) string {
+	return string(encodeMember(assignment.Member{ID: c.o.memberID, Weight: c.o.weight, Labels: c.o.labels, Draining: draining}))
 }
 
 // outcome is how one session's epoch ended.
@@ -403,10 +408,9 @@ func (c *Coordinator) Drain(ctx context.Context) error {
 	c.mu.Unlock()
 	if sess != nil {
 		key := c.keys.Member(c.o.memberID)
-		val := encodeMember(assignment.Member{ID: c.o.memberID, Weight: c.o.weight, Labels: c.o.labels, Draining: true})
 		if _, err := c.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.LeaseValue(key), "=", sess.id)).
-			Then(clientv3.OpPut(key, string(val), clientv3.WithLease(sess.id))).Commit(); err != nil {
+			Then(clientv3.OpPut(key, c.memberValue(true), clientv3.WithLease(sess.id))).Commit(); err != nil {
 			return fmt.Errorf("coordinator: drain: %w", err)
 		}
 		c.log.Info("draining")

@@ -589,12 +589,9 @@ func (w *worker) lostReason() assignment.RevokeReason {
 }
 
 // releaseKey deletes an owner key of this session that never reached the
-// handler.
+// handler; if that fails the lease frees it.
 func (w *worker) releaseKey(id string, token int64) {
-	ctx, cancel := context.WithTimeout(w.sess.riskCtx, w.sess.ttl/2)
-	defer cancel()
-	key := w.c.keys.Owner(id)
-	if _, err := w.c.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", token)).Then(clientv3.OpDelete(key)).Commit(); err != nil {
+	if err := w.deleteOwner(id, token); err != nil {
 		w.c.log.Warn("release of unrunnable sync failed; the lease will free it", "sync", id, "error", err)
 	}
 }
