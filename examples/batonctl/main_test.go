@@ -1,0 +1,234 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+
+	"github.com/baton-go/baton/coordinator"
+	"github.com/baton-go/baton/internal/etcdtest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, etcdtest.LeakOptions()...)
+}
+
+// ctl runs batonctl with args against endpoints and returns its stdout,
+// stderr and error.
+func ctl(t *testing.T, endpoints []string, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	full := append([]string{"-endpoints", strings.Join(endpoints, ","), "-timeout", "5s"}, args...)
+	err := run(context.Background(), full, &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+func mustCtl(t *testing.T, endpoints []string, args ...string) string {
+	t.Helper()
+	out, errOut, err := ctl(t, endpoints, args...)
+	require.NoError(t, err, "batonctl %v: stderr: %s", args, errOut)
+	return out
+}
+
+func status(t *testing.T, endpoints []string, group string) *coordinator.GroupStatus {
+	t.Helper()
+	var st coordinator.GroupStatus
+	require.NoError(t, json.Unmarshal([]byte(mustCtl(t, endpoints, "-group", group, "-o", "json", "describe")), &st))
+	return &st
+}
+
+// waitStatus polls describe until cond holds.
+func waitStatus(t *testing.T, endpoints []string, group string, what string, cond func(*coordinator.GroupStatus) bool) *coordinator.GroupStatus {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st := status(t, endpoints, group)
+		if cond(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			b, _ := json.MarshalIndent(st, "", "  ")
+			t.Fatalf("%s: not reached; last status:\n%s", what, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func member(t *testing.T, endpoints []string, group, id string) (*coordinator.Coordinator, *clientv3.Client) {
+	t.Helper()
+	cli := etcdtest.NewClient(t, endpoints)
+	co, err := coordinator.New(cli, group, coordinator.HandlerFuncs{},
+		coordinator.WithMemberID(id), coordinator.WithTTL(time.Second), coordinator.WithSettle(50*time.Millisecond))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, co.Join(ctx))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = co.Leave(ctx)
+	})
+	return co, cli
+}
+
+func TestBatonctl(t *testing.T) {
+	eps := etcdtest.Embedded(t)
+	const g = "orders"
+
+	// Syncs first, through the tool.
+	mustCtl(t, eps, "-group", g, "syncs", "put", "db-1", "-spec", `{"table":"a"}`)
+	mustCtl(t, eps, "-group", g, "syncs", "put", "db-2", "-weight", "2", "-label", "zone=eu", "-spec", `{"table":"b"}`)
+	mustCtl(t, eps, "-group", g, "syncs", "put", "-spec", `{"table":"c"}`, "db-3")
+	out := mustCtl(t, eps, "-group", g, "syncs", "put", "db-1", "-weight", "3")
+	require.Equal(t, "updated db-1\n", out)
+	var listed []syncJSON
+	require.NoError(t, json.Unmarshal([]byte(mustCtl(t, eps, "-group", g, "-o", "json", "syncs", "list")), &listed))
+	require.Len(t, listed, 3)
+	require.Equal(t, "db-1", listed[0].ID)
+	require.Equal(t, 3, listed[0].Weight)
+	require.JSONEq(t, `{"table":"a"}`, string(listed[0].Spec), "a put without -spec keeps the stored spec")
+	require.Equal(t, map[string]string{"zone": "eu"}, listed[1].Labels)
+	table := mustCtl(t, eps, "-group", g, "syncs", "list")
+	require.Contains(t, table, "SYNC")
+	require.Contains(t, table, "zone=eu")
+
+	// Two members run them.
+	a, _ := member(t, eps, g, "member-a")
+	member(t, eps, g, "member-b")
+	st := waitStatus(t, eps, g, "all owned by two members", func(st *coordinator.GroupStatus) bool {
+		return len(st.Members) == 2 && len(st.Syncs) == 3 && st.Pending == 0
+	})
+	require.Contains(t, []string{"member-a", "member-b"}, st.Leader)
+	for _, s := range st.Syncs {
+		require.Equal(t, s.Target, s.Owner)
+		require.Positive(t, s.Token)
+	}
+	table = mustCtl(t, eps, "-group", g, "describe")
+	for _, want := range []string{"leader " + st.Leader, "MEMBER", "member-a", "member-b", "SYNC", "TARGET", "OWNER", "TOKEN", "running", "0 pending"} {
+		require.Contains(t, table, want)
+	}
+	t.Logf("describe:\n%s", table)
+
+	// Drain member-a from outside: its syncs move to member-b.
+	out = mustCtl(t, eps, "-group", g, "drain", "member-a")
+	require.Contains(t, out, "member-a is draining")
+	st = waitStatus(t, eps, g, "member-a drained", func(st *coordinator.GroupStatus) bool {
+		if st.Pending != 0 || len(st.Members) != 2 {
+			return false
+		}
+		for _, m := range st.Members {
+			if m.ID == "member-a" && (!m.Draining || m.Owned != 0 || m.Targeted != 0) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, s := range st.Syncs {
+		require.Equal(t, "member-b", s.Owner)
+	}
+	require.Empty(t, a.Owned())
+	require.Contains(t, mustCtl(t, eps, "-group", g, "describe"), "draining")
+	require.Contains(t, mustCtl(t, eps, "-group", g, "drain", "member-a"), "already draining")
+	// The flag stays on the member's lease: when member-a leaves, its key
+	// goes, as a member key must.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, a.Leave(ctx))
+	waitStatus(t, eps, g, "member-a gone", func(st *coordinator.GroupStatus) bool { return len(st.Members) == 1 })
+	_, errOut, err := ctl(t, eps, "-group", g, "drain", "member-a")
+	require.ErrorContains(t, err, "no such live member", errOut)
+
+	// Delete, and an unreadable spec written by hand.
+	require.Equal(t, "deleted db-3\n", mustCtl(t, eps, "-group", g, "syncs", "delete", "db-3"))
+	admin := etcdtest.NewClient(t, eps)
+	_, err = admin.Put(ctx, "/baton/"+g+"/syncs/broken", "{oops")
+	require.NoError(t, err)
+	st = waitStatus(t, eps, g, "db-3 gone, broken reported", func(st *coordinator.GroupStatus) bool {
+		return len(st.Syncs) == 2 && len(st.Invalid) == 1 && st.Pending == 0
+	})
+	require.Equal(t, "broken", st.Invalid[0].Key)
+	table = mustCtl(t, eps, "-group", g, "describe")
+	require.Contains(t, table, "INVALID SPEC")
+	out, errOut, err = ctl(t, eps, "-group", g, "syncs", "list")
+	require.NoError(t, err)
+	require.Contains(t, errOut, "broken")
+	require.NotContains(t, out, "db-3")
+}
+
+func TestBatonctlUsage(t *testing.T) {
+	eps := []string{"127.0.0.1:1"} // never dialed: every case fails before
+	for name, args := range map[string][]string{
+		"no command":       {"-group", "g"},
+		"no group":         {"describe"},
+		"unknown command":  {"-group", "g", "frobnicate"},
+		"bad output":       {"-group", "g", "-o", "yaml", "describe"},
+		"put without id":   {"-group", "g", "syncs", "put", "-weight", "2"},
+		"unknown syncs op": {"-group", "g", "syncs", "rename", "a"},
+		"bad label":        {"-group", "g", "syncs", "put", "a", "-label", "nokey"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, errOut, err := ctl(t, eps, args...)
+			require.True(t, errors.Is(err, errUsage), "err %v", err)
+			require.Contains(t, errOut, "usage: batonctl")
+		})
+	}
+	for name, args := range map[string][]string{
+		"bad group":   {"-group", "a/b", "describe"},
+		"bad sync ID": {"-group", "g", "syncs", "put", "a b"},
+		"bad member":  {"-group", "g", "drain", "../x"},
+		"bad spec":    {"-group", "g", "syncs", "put", "a", "-spec", "{nope"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, _, err := ctl(t, eps, args...)
+			require.Error(t, err)
+			require.False(t, errors.Is(err, errUsage))
+		})
+	}
+}
+
+// TestDrainRace drains one member from several tools at once while the
+// member drains itself: every write lands on the live record with the
+// member's own lease, and the record keeps its other fields.
+func TestDrainRace(t *testing.T) {
+	eps := etcdtest.Embedded(t)
+	const g = "race"
+	co, cli := member(t, eps, g, "m")
+	key := "/baton/" + g + "/members/m"
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	before, err := cli.Get(ctx, key)
+	require.NoError(t, err)
+	require.Len(t, before.Kvs, 1)
+
+	errs := make(chan error, 9)
+	for range 8 {
+		go func() {
+			_, errOut, err := ctl(t, eps, "-group", g, "drain", "m")
+			if err != nil {
+				err = errors.Join(err, errors.New(errOut))
+			}
+			errs <- err
+		}()
+	}
+	go func() { errs <- co.Drain(ctx) }()
+	for range 9 {
+		require.NoError(t, <-errs)
+	}
+	after, err := cli.Get(ctx, key)
+	require.NoError(t, err)
+	require.Len(t, after.Kvs, 1)
+	require.Equal(t, before.Kvs[0].Lease, after.Kvs[0].Lease, "still on the member's lease")
+	require.Equal(t, before.Kvs[0].CreateRevision, after.Kvs[0].CreateRevision, "the same registration")
+	var rec map[string]any
+	require.NoError(t, json.Unmarshal(after.Kvs[0].Value, &rec))
+	require.Equal(t, true, rec["draining"])
+	require.EqualValues(t, 1, rec["weight"])
+}
