@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -271,13 +270,6 @@ func describe(t *testing.T, w *world) *coordinator.GroupStatus {
 	st, err := coordinator.Describe(ctx, w.admin, w.group)
 	require.NoError(t, err)
 	return st
-}
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return strings.ReplaceAll(err.Error(), "\n", " ")
 }
 
 // gapsSince returns the handoff gaps (time with no owner between two

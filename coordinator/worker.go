@@ -372,6 +372,7 @@ func (w *worker) runActor(a *actor, pre *claimResult) {
 				handoff = time.Since(releasedAt)
 			}
 			w.c.m.claimed(time.Since(since), handoff)
+			releasedAt = time.Time{}
 			why := w.own(a, r)
 			if why == assignment.LeaseLost || why == assignment.Shutdown {
 				w.mu.Lock()
@@ -382,6 +383,9 @@ func (w *worker) runActor(a *actor, pre *claimResult) {
 			if why == assignment.Failed {
 				w.wait(a, backoff)
 				backoff = min(2*backoff, failBackoffMax)
+				w.mu.Lock()
+				a.since = time.Now() // the retry's claim wait starts now
+				w.mu.Unlock()
 			} else {
 				backoff = failBackoffMin
 			}

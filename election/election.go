@@ -319,7 +319,6 @@ func (e *Election) watch(t *term) {
 					return
 				}
 			}
-			rev = wr.Header.Revision + 1
 		}
 		cancel()
 		// The watch broke: confirm the key again before watching on.

@@ -299,8 +299,7 @@ func (p *problem) scaledShares() (share, scale []int64) {
 	for g := range parent {
 		parent[g] = int32(g)
 	}
-	var find func(int32) int32
-	find = func(g int32) int32 {
+	find := func(g int32) int32 {
 		for parent[g] != g {
 			parent[g] = parent[parent[g]]
 			g = parent[g]

@@ -169,7 +169,7 @@ func run(endpoints string) error {
 	if err := store.Put(ctx, assignment.Sync{ID: "sync-13", Spec: []byte(`{"source":"db-13"}`)}); err != nil {
 		return err
 	}
-	if st, err = waitSettled(ctx, admin, group, runningCount, 13, 2); err != nil {
+	if _, err = waitSettled(ctx, admin, group, runningCount, 13, 2); err != nil {
 		return err
 	}
 	say("admin removes sync-05")

@@ -54,7 +54,7 @@ func buildEtcd() (string, error) {
 	}
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return "", fmt.Errorf("etcdtest: go not on PATH: %w", err)
 	}
 	// go build writes the binary into a private directory and renames it
 	// into place, so test binaries building at once never see a partial
