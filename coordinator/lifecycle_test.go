@@ -202,3 +202,29 @@ func TestWatchCompactionReloads(t *testing.T) {
 		require.NotEqual(t, assignment.LeaseLost, e.why, "the watch reloaded; the lease held")
 	}
 }
+
+func TestDrainFromOutside(t *testing.T) {
+	w := newWorld(t, nil)
+	ids := syncIDs(4)
+	w.putSyncs(ids...)
+	w.join("m1", nil, nil)
+	w.join("m2", nil, nil)
+	base := w.settle(ids, "m1", "m2")
+	// An operator's tool marks m1 draining in its member key, on m1's lease.
+	ctx := context.Background()
+	key := "/baton/" + w.group + "/members/m1"
+	resp, err := w.admin.Get(ctx, key)
+	require.NoError(t, err)
+	require.Len(t, resp.Kvs, 1)
+	kv := resp.Kvs[0]
+	txn, err := w.admin.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
+		Then(clientv3.OpPut(key, `{"weight":1,"draining":true}`, clientv3.WithLease(clientv3.LeaseID(kv.Lease)))).Commit()
+	require.NoError(t, err)
+	require.True(t, txn.Succeeded)
+	w.waitOwned(ids, 5*time.Second, "m2")
+	for _, e := range w.eventsOf("revoke")[base:] {
+		require.Equal(t, "m1", e.member)
+		require.Equal(t, assignment.Draining, e.why, "the member adopted the drain")
+	}
+}

@@ -122,14 +122,20 @@ func (w *worker) load(specs bool) (int64, error) {
 			}
 		}
 	}
-	resp, err := w.c.cli.Get(w.ctx, w.c.keys.Target(w.c.o.memberID))
+	resp, err := w.c.cli.Txn(w.ctx).Then(
+		clientv3.OpGet(w.c.keys.Target(w.c.o.memberID)),
+		clientv3.OpGet(w.c.keys.Member(w.c.o.memberID)),
+	).Commit()
 	if err != nil {
 		w.c.m.etcdError("load-target")
 		return 0, err
 	}
+	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) == 1 {
+		w.applyMember(kvs[0])
+	}
 	var target []string
-	if len(resp.Kvs) == 1 {
-		t, err := decodeTarget(w.c.o.memberID, resp.Kvs[0].Value)
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
+		t, err := decodeTarget(w.c.o.memberID, kvs[0].Value)
 		if err != nil {
 			w.c.log.Error("unreadable target, treating as empty", "error", err)
 		}
@@ -145,6 +151,7 @@ func (w *worker) follow(rev int64) {
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(w.ctx))
 	defer cancel()
 	tch := w.c.cli.Watch(ctx, w.c.keys.Target(w.c.o.memberID), clientv3.WithRev(rev+1))
+	mch := w.c.cli.Watch(ctx, w.c.keys.Member(w.c.o.memberID), clientv3.WithRev(rev+1))
 	sch := w.c.cli.Watch(ctx, w.c.keys.Syncs(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	for {
 		select {
@@ -165,6 +172,16 @@ func (w *worker) follow(rev int64) {
 					ids = t.Syncs
 				}
 				w.applyTarget(ids)
+			}
+		case wr, ok := <-mch:
+			if !ok || wr.Err() != nil {
+				w.watchBroke("member", wr, ok)
+				return
+			}
+			for _, ev := range wr.Events {
+				if ev.Type == mvccpb.PUT {
+					w.applyMember(ev.Kv)
+				}
 			}
 		case wr, ok := <-sch:
 			if !ok || wr.Err() != nil {
@@ -187,6 +204,20 @@ func (w *worker) watchBroke(what string, wr clientv3.WatchResponse, ok bool) {
 		err = wr.Err()
 	}
 	w.c.log.Info("watch interrupted, reloading", "watch", what, "error", err)
+}
+
+// applyMember adopts a drain set on this member's key from outside (by an
+// operator's tool): revokes then say Draining, and the member stays
+// draining when it registers again after a lost session.
+func (w *worker) applyMember(kv *mvccpb.KeyValue) {
+	m, err := decodeMember(w.c.o.memberID, kv.Value)
+	if err != nil || !m.Draining || w.c.isDraining() {
+		return
+	}
+	w.c.mu.Lock()
+	w.c.draining = true
+	w.c.mu.Unlock()
+	w.c.log.Info("draining, as asked through the member key")
 }
 
 // applySpec records a spec event for a sync this member has an actor for;
