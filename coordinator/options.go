@@ -91,6 +91,9 @@ func WithRevokeTimeout(d time.Duration) Option { return func(o *options) { o.rev
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
 // WithMetrics registers the coordinator's metrics with r, default none.
+// Every metric carries the constant labels group and member; a coordinator
+// made again with the same group, member ID and registry reuses them, so
+// counters carry on across a restart in one process.
 func WithMetrics(r prometheus.Registerer) Option { return func(o *options) { o.registerer = r } }
 
 func buildOptions(opts []Option) options {
