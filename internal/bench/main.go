@@ -1,0 +1,322 @@
+// Command bench measures Baton against a hand-written baseline (one
+// concurrency.Mutex per sync, see baselineSystem) on the same etcd, with the
+// same syncs: planned handoff gaps when a member joins and when one drains,
+// crash failover, cold start, etcd traffic per change and in steady state,
+// and the memory of a leader and of a non-leader member. It prints a
+// Markdown table to stdout, progress to stderr, and with -json writes every
+// measurement.
+//
+//	go run ./internal/bench                    # embedded etcd, fsync on, ~5 minutes
+//	go run ./internal/bench -fsync=false -json out.json
+//	go run ./internal/bench -endpoints http://10.0.0.1:2379
+//
+// Every member runs in this process with its own etcd client, except the
+// member whose memory is measured: that one runs in a child process (the
+// same binary with -member-mode). BENCHMARKS.md shows a run and explains
+// what limits each figure.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/baton-go/baton/coordinator"
+)
+
+// shape is a group's size: syncs × members.
+type shape struct {
+	Syncs   int `json:"syncs"`
+	Members int `json:"members"`
+}
+
+func (s shape) String() string { return fmt.Sprintf("%dx%d", s.Syncs, s.Members) }
+
+func parseShape(s string) (shape, error) {
+	a, b, ok := strings.Cut(strings.TrimSpace(s), "x")
+	if !ok {
+		return shape{}, fmt.Errorf("shape %q: want SYNCSxMEMBERS", s)
+	}
+	n, err1 := strconv.Atoi(a)
+	m, err2 := strconv.Atoi(b)
+	if err1 != nil || err2 != nil || n < 1 || m < 2 {
+		return shape{}, fmt.Errorf("shape %q: want SYNCSxMEMBERS with at least 1 sync and 2 members", s)
+	}
+	return shape{n, m}, nil
+}
+
+func parseShapes(s string) ([]shape, error) {
+	var out []shape
+	for _, f := range strings.Split(s, ",") {
+		if strings.TrimSpace(f) == "" {
+			continue
+		}
+		sh, err := parseShape(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sh)
+	}
+	return out, nil
+}
+
+type config struct {
+	Endpoints      string          `json:"endpoints,omitempty"`
+	Fsync          bool            `json:"fsync"`
+	Systems        []string        `json:"systems"`
+	Scenarios      []string        `json:"scenarios"`
+	TTL            time.Duration   `json:"ttl"`
+	Settle         time.Duration   `json:"settle"`
+	Reps           int             `json:"handoff_reps"`
+	Handoff        shape           `json:"handoff"`
+	Failover       shape           `json:"failover"`
+	FailoverTTLs   []time.Duration `json:"failover_ttls"`
+	FailoverReps   int             `json:"failover_reps"`
+	FailoverLeader bool            `json:"failover_leader"`
+	Cold           []shape         `json:"cold"`
+	ColdReps       int             `json:"cold_reps"`
+	Steady         time.Duration   `json:"steady"`
+	Memory         []shape         `json:"memory"`
+	Inflight       int             `json:"baseline_inflight"`
+	Timeout        time.Duration   `json:"timeout"`
+	ColdTimeout    time.Duration   `json:"cold_timeout"`
+}
+
+type bench struct {
+	env    *etcdEnv
+	cfg    config
+	seq    int
+	checks map[string]string // group -> the recorder's single-owner check
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+// quiet is how long ownership must not change before a group counts as
+// settled: long enough for the Baton leader's follow-up round.
+func (b *bench) quiet() time.Duration { return max(4*b.cfg.Settle, time.Second) }
+
+func (b *bench) system(name string, ttl time.Duration) system {
+	if name == "baseline" {
+		return &baselineSystem{env: b.env, ttl: ttl, inflight: b.cfg.Inflight}
+	}
+	return newBatonSystem(b.env, ttl, b.cfg.Settle)
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "-member-mode" {
+		if err := memberMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench member:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	cfg, jsonPath, err := parseFlags()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, cfg, jsonPath); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags() (config, string, error) {
+	endpoints := flag.String("endpoints", "", "comma-separated etcd endpoints; empty: an embedded etcd in a temporary directory")
+	fsync := flag.Bool("fsync", true, "embedded etcd fsyncs its WAL and database (off: WithUnsafeNoFsync)")
+	jsonPath := flag.String("json", "", "write every measurement to this JSON file")
+	systems := flag.String("systems", "baton,baseline", "systems to run: baton, baseline")
+	scenarios := flag.String("scenarios", "handoff,failover,cold,memory", "scenarios to run: handoff, failover, cold (with steady state), memory")
+	ttl := flag.Duration("ttl", coordinator.DefaultTTL, "lease TTL outside the failover scenario")
+	settle := flag.Duration("settle", coordinator.DefaultSettle, "Baton's settle")
+	reps := flag.Int("reps", 3, "repetitions of the handoff scenario")
+	handoff := flag.String("handoff", "1000x10", "handoff group: SYNCSxMEMBERS (one member joins, then drains)")
+	failover := flag.String("failover", "1000x10", "failover group: SYNCSxMEMBERS")
+	failoverTTLs := flag.String("failover-ttls", "2s,5s", "lease TTLs for the failover scenario")
+	failoverReps := flag.Int("failover-reps", 3, "crashes per TTL")
+	failoverLeader := flag.Bool("failover-leader", true, "Baton: also crash the leader in each repetition")
+	cold := flag.String("cold", "1000x10,10000x10,1000x50,10000x50", "cold-start shapes; steady state is measured after the last")
+	coldReps := flag.Int("cold-reps", 3, "repetitions of each cold start")
+	steady := flag.Duration("steady", 20*time.Second, "steady-state window after the last cold start (0: skip)")
+	memory := flag.String("memory", "10000x10,2000x2", "memory shapes (the measured member runs in a child process)")
+	inflight := flag.Int("baseline-inflight", 8, "baseline: TryLocks in flight per member")
+	timeout := flag.Duration("timeout", 60*time.Second, "limit for a group to settle")
+	coldTimeout := flag.Duration("cold-timeout", 120*time.Second, "limit for a cold start")
+	flag.Parse()
+
+	cfg := config{
+		Endpoints: *endpoints, Fsync: *fsync, TTL: *ttl, Settle: *settle, Reps: *reps,
+		FailoverReps: *failoverReps, FailoverLeader: *failoverLeader, ColdReps: *coldReps,
+		Steady: *steady, Inflight: *inflight, Timeout: *timeout, ColdTimeout: *coldTimeout,
+	}
+	for _, s := range strings.Split(*systems, ",") {
+		switch s = strings.TrimSpace(s); s {
+		case "baton", "baseline":
+			cfg.Systems = append(cfg.Systems, s)
+		case "":
+		default:
+			return cfg, "", fmt.Errorf("unknown system %q", s)
+		}
+	}
+	for _, s := range strings.Split(*scenarios, ",") {
+		switch s = strings.TrimSpace(s); s {
+		case "handoff", "failover", "cold", "memory":
+			cfg.Scenarios = append(cfg.Scenarios, s)
+		case "":
+		default:
+			return cfg, "", fmt.Errorf("unknown scenario %q", s)
+		}
+	}
+	var err error
+	if cfg.Handoff, err = parseShape(*handoff); err != nil {
+		return cfg, "", err
+	}
+	if cfg.Failover, err = parseShape(*failover); err != nil {
+		return cfg, "", err
+	}
+	if cfg.Cold, err = parseShapes(*cold); err != nil {
+		return cfg, "", err
+	}
+	if cfg.Memory, err = parseShapes(*memory); err != nil {
+		return cfg, "", err
+	}
+	for _, f := range strings.Split(*failoverTTLs, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(f))
+		if err != nil || d < coordinator.MinTTL || d%time.Second != 0 {
+			return cfg, "", fmt.Errorf("failover TTL %q: want whole seconds ≥ 1s", f)
+		}
+		cfg.FailoverTTLs = append(cfg.FailoverTTLs, d)
+	}
+	if cfg.TTL < coordinator.MinTTL || cfg.TTL%time.Second != 0 {
+		return cfg, "", fmt.Errorf("-ttl %v: want whole seconds ≥ 1s", cfg.TTL)
+	}
+	if cfg.Reps < 1 || cfg.FailoverReps < 1 || cfg.ColdReps < 1 {
+		return cfg, "", fmt.Errorf("repetitions must be at least 1")
+	}
+	return cfg, *jsonPath, nil
+}
+
+// results is everything one run measured; -json writes it.
+type results struct {
+	Machine  machine                  `json:"machine"`
+	Command  string                   `json:"command"`
+	Config   config                   `json:"config"`
+	Started  time.Time                `json:"started"`
+	Took     string                   `json:"took"`
+	Handoff  map[string]handoffPair   `json:"handoff,omitempty"`
+	Failover map[string][]failoverRun `json:"failover,omitempty"`
+	Cold     map[string][]coldRun     `json:"cold,omitempty"`
+	Steady   map[string]*steadyRun    `json:"steady,omitempty"`
+	Memory   []memStat                `json:"memory,omitempty"`
+	Checks   map[string]string        `json:"single_owner_check,omitempty"`
+}
+
+type handoffPair struct {
+	Join  []handoffRun `json:"join"`
+	Drain []handoffRun `json:"drain"`
+}
+
+type machine struct {
+	CPUs      int    `json:"nproc"`
+	CPU       string `json:"cpu"`
+	GoVersion string `json:"go"`
+	OS        string `json:"os"`
+}
+
+func machineInfo() machine {
+	m := machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return m
+}
+
+func run(ctx context.Context, cfg config, jsonPath string) error {
+	start := time.Now()
+	env, err := startEtcd(cfg.Endpoints, cfg.Fsync)
+	if err != nil {
+		return err
+	}
+	defer env.close()
+	b := &bench{env: env, cfg: cfg, checks: map[string]string{}}
+	res := &results{
+		Machine: machineInfo(), Command: strings.Join(os.Args, " "), Config: cfg, Started: start,
+		Handoff: map[string]handoffPair{}, Failover: map[string][]failoverRun{},
+		Cold: map[string][]coldRun{}, Steady: map[string]*steadyRun{}, Checks: map[string]string{},
+	}
+	b.logf("etcd at %v (fsync %v); systems %v; scenarios %v", env.endpoints, cfg.Fsync, cfg.Systems, cfg.Scenarios)
+	has := func(s string) bool {
+		for _, x := range cfg.Scenarios {
+			if x == s {
+				return true
+			}
+		}
+		return false
+	}
+	for _, sysName := range cfg.Systems {
+		if has("handoff") {
+			j, d, err := b.handoff(ctx, b.system(sysName, cfg.TTL))
+			if err != nil {
+				return err
+			}
+			res.Handoff[sysName] = handoffPair{Join: j, Drain: d}
+		}
+		if has("failover") {
+			f, err := b.failover(ctx, sysName)
+			if err != nil {
+				return err
+			}
+			res.Failover[sysName] = f
+		}
+		if has("cold") {
+			c, s, err := b.cold(ctx, b.system(sysName, cfg.TTL))
+			if err != nil {
+				return err
+			}
+			res.Cold[sysName], res.Steady[sysName] = c, s
+		}
+	}
+	if has("memory") {
+		m, err := b.memory(ctx)
+		if err != nil {
+			return err
+		}
+		res.Memory = m
+	}
+	res.Checks = b.checks
+	res.Took = time.Since(start).Round(time.Second).String()
+	writeTable(os.Stdout, res)
+	if jsonPath != "" {
+		f, err := os.Create(jsonPath)
+		if err != nil {
+			return err
+		}
+		enc := json.NewEncoder(f)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	b.logf("done in %s", res.Took)
+	return nil
+}

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/baton-go/baton/internal/recorder"
+)
+
+// tracker is what the handlers of one scenario's members report to: every
+// ownership interval goes to a recorder (for gaps and the single-owner
+// check), and the tracker keeps who runs what now so a scenario can wait
+// for a condition and learn the exact instant it became true.
+type tracker struct {
+	rec *recorder.Recorder
+
+	mu         sync.Mutex
+	owner      map[string]string // sync -> member running it now
+	started    map[string]int64  // sync -> start of its current interval (recorder.Now)
+	per        map[string]int    // member -> syncs it runs
+	dead       map[string]bool   // crashed members: their callbacks are ignored
+	assigns    int
+	lastChange int64
+	waiters    []*waiter
+}
+
+type waiter struct {
+	cond func(*tracker) bool
+	done chan struct{}
+	at   int64
+}
+
+func newTracker() *tracker {
+	return &tracker{
+		rec:     recorder.New(),
+		owner:   map[string]string{},
+		started: map[string]int64{},
+		per:     map[string]int{},
+		dead:    map[string]bool{},
+	}
+}
+
+// assign is called at the start of OnAssign (or when a lock is won). A nil
+// tracker ignores it (a member measured in its own process).
+func (t *tracker) assign(member, sync string, token int64) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.dead[member] {
+		return
+	}
+	now := recorder.Now()
+	t.rec.StartAt(member, sync, token, now)
+	if prev, ok := t.owner[sync]; ok {
+		// Two owners at once: the recorder's Check reports it; keep
+		// the counts right.
+		t.per[prev]--
+	}
+	t.owner[sync] = member
+	t.started[sync] = now
+	t.per[member]++
+	t.assigns++
+	t.changedLocked(now)
+}
+
+// revoke is called when OnRevoke returns (or just before a lock is
+// released): the sync stops running on member.
+func (t *tracker) revoke(member, sync string, token int64) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.dead[member] {
+		return
+	}
+	now := recorder.Now()
+	t.rec.EndAt(member, sync, token, now)
+	if t.owner[sync] == member {
+		delete(t.owner, sync)
+		delete(t.started, sync)
+		t.per[member]--
+		if t.per[member] == 0 {
+			delete(t.per, member)
+		}
+	}
+	t.changedLocked(now)
+}
+
+// kill records that member's process died at time at: everything it ran
+// stopped then, and whatever its code does afterwards is not real.
+func (t *tracker) kill(member string, at int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.dead[member] = true
+	t.rec.EndMember(member, at)
+	for s, m := range t.owner {
+		if m == member {
+			delete(t.owner, s)
+			delete(t.started, s)
+		}
+	}
+	delete(t.per, member)
+	t.changedLocked(at)
+}
+
+func (t *tracker) changedLocked(now int64) {
+	t.lastChange = now
+	kept := t.waiters[:0]
+	for _, w := range t.waiters {
+		if w.cond(t) {
+			w.at = now
+			close(w.done)
+			continue
+		}
+		kept = append(kept, w)
+	}
+	t.waiters = kept
+}
+
+// waitFor waits until cond holds (cond runs under the tracker's lock, on
+// every change) and returns the instant of the change that made it true.
+func (t *tracker) waitFor(ctx context.Context, timeout time.Duration, what string, cond func(*tracker) bool) (int64, error) {
+	t.mu.Lock()
+	if cond(t) {
+		now := t.lastChange
+		t.mu.Unlock()
+		return now, nil
+	}
+	w := &waiter{cond: cond, done: make(chan struct{})}
+	t.waiters = append(t.waiters, w)
+	t.mu.Unlock()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-w.done:
+		return w.at, nil
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i, x := range t.waiters {
+		if x == w {
+			t.waiters = append(t.waiters[:i], t.waiters[i+1:]...)
+			break
+		}
+	}
+	select {
+	case <-w.done:
+		return w.at, nil
+	default:
+	}
+	return 0, fmt.Errorf("%s: not reached in %v (%d owned, per member %v)", what, timeout, len(t.owner), t.per)
+}
+
+// waitQuiet waits until nothing changed for quiet.
+func (t *tracker) waitQuiet(ctx context.Context, quiet, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		t.mu.Lock()
+		idle := time.Duration(recorder.Now() - t.lastChange)
+		t.mu.Unlock()
+		if idle >= quiet {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("ownership still changing after %v", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(quiet - idle):
+		}
+	}
+}
+
+// owners returns a copy of who runs what.
+func (t *tracker) owners() map[string]string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return maps.Clone(t.owner)
+}
+
+func (t *tracker) perMember() map[string]int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return maps.Clone(t.per)
+}
+
+func (t *tracker) assignCount() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.assigns
+}
+
+// balanced is the condition a scenario waits for after a change: all n
+// syncs run, only on the members in active (a draining member runs none),
+// and each of those runs its share rounded down or up.
+func balanced(n int, active map[string]bool) func(*tracker) bool {
+	k := max(len(active), 1)
+	lo, hi := n/k, (n+k-1)/k
+	return func(t *tracker) bool {
+		if len(t.owner) != n {
+			return false
+		}
+		for m, c := range t.per {
+			if c > 0 && !active[m] {
+				return false
+			}
+		}
+		for m := range active {
+			if c := t.per[m]; c < lo || c > hi {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// allOwned holds when n syncs run.
+func allOwned(n int) func(*tracker) bool {
+	return func(t *tracker) bool { return len(t.owner) == n }
+}
+
+// loadSpread returns the busiest member's load over the mean load of the
+// members in active.
+func loadSpread(per map[string]int, active map[string]bool) float64 {
+	total, hi := 0, 0
+	for m, c := range per {
+		if active[m] {
+			total += c
+			hi = max(hi, c)
+		}
+	}
+	if total == 0 || len(active) == 0 {
+		return 0
+	}
+	return float64(hi) / (float64(total) / float64(len(active)))
+}
