@@ -28,7 +28,7 @@ var errNotLeader = errors.New("coordinator: leadership lost (election guard fail
 func (c *Coordinator) campaign(ectx context.Context, sess *session) {
 	delay := retryMin
 	for ectx.Err() == nil && sess.riskCtx.Err() == nil {
-		el := election.New(sess.cs, c.keys.Election())
+		el := election.New(sess.electionSession(), c.keys.Election())
 		lctx, err := el.Campaign(ectx, c.o.memberID)
 		if err != nil {
 			if ectx.Err() != nil || sess.riskCtx.Err() != nil {

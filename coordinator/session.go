@@ -35,6 +35,7 @@ type session struct {
 	mu       sync.Mutex
 	deadline time.Time
 	lostErr  error
+	current  *concurrency.Session // cs, or its replacement (see keepAlive)
 
 	// riskCtx is cancelled when the lease is at risk (deadline - revokeTimeout
 	// passed without a renewal) or known to be gone. Everything the session
@@ -77,6 +78,7 @@ func newSession(ctx context.Context, cli *clientv3.Client, ttl, revokeTimeout ti
 		m:             m,
 		riskCtx:       riskCtx,
 		risk:          risk,
+		current:       cs,
 	}
 	// Three chances to renew before the lease comes at risk.
 	s.interval = max((granted-s.margin-revokeTimeout)/3, 50*time.Millisecond)
@@ -114,19 +116,35 @@ func (s *session) lose(err error) {
 	s.risk(err)
 }
 
+// electionSession is the concurrency.Session to campaign with: it shares
+// the lease, and is replaced when its own keep-alive ends while the lease
+// lives on.
+func (s *session) electionSession() *concurrency.Session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.current
+}
+
 func (s *session) keepAlive(ctx context.Context) {
 	defer s.wg.Done()
 	risk := time.NewTimer(time.Until(s.atRiskAt()))
 	defer risk.Stop()
 	next := time.NewTimer(s.interval)
 	defer next.Stop()
+	csDone := s.cs.Done()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-s.cs.Done():
-			s.lose(errLeaseGone)
-			return
+		case <-csDone:
+			// clientv3 ends the concurrency session's keep-alive when the
+			// lease is gone, but also when its stream went a TTL without
+			// an answer, as a stream stuck on an unresponsive etcd member
+			// does while renewals through the others succeed. Renew now to
+			// tell which.
+			csDone = nil
+			next.Reset(0)
+			continue
 		case <-risk.C:
 			s.lose(fmt.Errorf("coordinator: lease not renewed in time (deadline %s, revoke budget %v)", s.Deadline().Format(time.RFC3339Nano), s.revokeTimeout))
 			return
@@ -134,10 +152,7 @@ func (s *session) keepAlive(ctx context.Context) {
 		}
 		// Never wait past the instant the revoke must start: a renewal that
 		// answers later is no use.
-		actx, cancel := context.WithDeadline(ctx, s.atRiskAt())
-		sent := time.Now()
-		resp, err := s.cli.KeepAliveOnce(actx, s.id)
-		cancel()
+		sent, resp, err := s.renew(ctx, s.atRiskAt())
 		switch {
 		case err == nil && resp.TTL > 0:
 			d := sent.Add(time.Duration(resp.TTL)*time.Second - s.margin)
@@ -149,6 +164,16 @@ func (s *session) keepAlive(ctx context.Context) {
 			s.m.deadlineMargin(time.Until(d))
 			risk.Reset(time.Until(s.atRiskAt()))
 			next.Reset(s.interval)
+			if csDone == nil {
+				// The lease lives: campaign with a new concurrency session.
+				if cs, err := concurrency.NewSession(s.cli, concurrency.WithLease(s.id), concurrency.WithContext(s.riskCtx)); err == nil {
+					s.log.Info("etcd keep-alive stream ended while the lease lived; new concurrency session")
+					s.mu.Lock()
+					s.current = cs
+					s.mu.Unlock()
+					csDone = cs.Done()
+				}
+			}
 		case err == nil || errors.Is(err, rpctypes.ErrLeaseNotFound):
 			s.lose(errLeaseGone)
 			return
@@ -163,12 +188,60 @@ func (s *session) keepAlive(ctx context.Context) {
 	}
 }
 
+// renew renews the lease once, waiting at most until deadline, and returns
+// the send time of the request that was answered. While no answer has come
+// it sends another request every interval/2, without cancelling those in
+// flight: a request stuck on an unresponsive etcd member (a partition the
+// client has not noticed yet) would otherwise use up the whole window, while
+// a new request goes out on another connection; and a slow but live etcd
+// still has the whole window to answer.
+func (s *session) renew(ctx context.Context, deadline time.Time) (time.Time, *clientv3.LeaseKeepAliveResponse, error) {
+	type answer struct {
+		sent time.Time
+		resp *clientv3.LeaseKeepAliveResponse
+		err  error
+	}
+	hedge := max(s.interval/2, 50*time.Millisecond)
+	answers := make(chan answer, max(int(time.Until(deadline)/hedge), 0)+2)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	actx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	inflight := 0
+	send := func() {
+		inflight++
+		wg.Add(1)
+		go func(sent time.Time) {
+			defer wg.Done()
+			resp, err := s.cli.KeepAliveOnce(actx, s.id)
+			answers <- answer{sent, resp, err}
+		}(time.Now())
+	}
+	send()
+	again := time.NewTimer(hedge)
+	defer again.Stop()
+	for {
+		select {
+		case a := <-answers:
+			inflight--
+			if a.err == nil || inflight == 0 || errors.Is(a.err, rpctypes.ErrLeaseNotFound) || actx.Err() != nil {
+				return a.sent, a.resp, a.err
+			}
+		case <-again.C:
+			if cap(answers) > inflight {
+				send()
+			}
+			again.Reset(hedge)
+		}
+	}
+}
+
 // close stops renewing. With revoke it also revokes the lease (bounded by
 // ctx), which deletes every key the session holds at once.
 func (s *session) close(ctx context.Context, revoke bool) {
 	s.stop()
 	s.wg.Wait()
-	s.cs.Orphan()
+	s.electionSession().Orphan()
 	s.lose(errSessionClosed)
 	if revoke {
 		if _, err := s.cli.Revoke(ctx, s.id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
