@@ -180,6 +180,13 @@ func (m *metrics) deadlineMargin(d time.Duration) {
 	}
 }
 
+// sessionEnded stops reporting a deadline margin until the next session.
+func (m *metrics) sessionEnded() {
+	if m != nil {
+		m.deadline.Store(0)
+	}
+}
+
 func (m *metrics) revoked(why assignment.RevokeReason, overrun bool) {
 	if m != nil {
 		m.revokes.WithLabelValues(why.String()).Inc()

@@ -34,7 +34,6 @@ type session struct {
 
 	mu       sync.Mutex
 	deadline time.Time
-	lostErr  error
 	current  *concurrency.Session // cs, or its replacement (see keepAlive)
 
 	// riskCtx is cancelled when the lease is at risk (deadline - revokeTimeout
@@ -83,6 +82,7 @@ func newSession(ctx context.Context, cli *clientv3.Client, ttl, revokeTimeout ti
 	// Three chances to renew before the lease comes at risk.
 	s.interval = max((granted-s.margin-revokeTimeout)/3, 50*time.Millisecond)
 	s.deadline = sent.Add(granted - s.margin)
+	m.deadlineMargin(time.Until(s.deadline))
 	loopCtx, stop := context.WithCancel(riskCtx)
 	s.stop = stop
 	s.wg.Add(1)
@@ -241,6 +241,7 @@ func (s *session) renew(ctx context.Context, deadline time.Time) (time.Time, *cl
 func (s *session) close(ctx context.Context, revoke bool) {
 	s.stop()
 	s.wg.Wait()
+	s.m.sessionEnded()
 	s.electionSession().Orphan()
 	s.lose(errSessionClosed)
 	if revoke {
