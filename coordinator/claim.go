@@ -69,7 +69,13 @@ func (w *worker) claimOnce(ctx context.Context, batch []string, out map[string]*
 			clientv3.OpGet(k.Sync(id)))
 		els = append(els, clientv3.OpGet(k.Owner(id)), clientv3.OpGet(k.Sync(id)))
 	}
-	resp, err := w.c.cli.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
+	// A Txn stuck on an unresponsive etcd member (a partition the client has
+	// not noticed yet) must not hold the worker up: it is abandoned after
+	// TTL/2, like a release, and tried again. One that went through is
+	// found as this session's on the next try and adopted.
+	tctx, cancel := context.WithTimeout(ctx, w.sess.ttl/2)
+	defer cancel()
+	resp, err := w.c.cli.Txn(tctx).If(cmps...).Then(then...).Else(els...).Commit()
 	if err != nil {
 		w.c.m.etcdError("claim")
 		return nil, fmt.Errorf("coordinator: claim: %w", err)
