@@ -11,8 +11,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,11 +22,10 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/baton-go/baton/assignment"
 	"github.com/baton-go/baton/coordinator"
-	"github.com/baton-go/baton/internal/embedded"
+	"github.com/baton-go/baton/internal/demoenv"
 )
 
 func main() {
@@ -168,22 +165,23 @@ func run(endpoints string, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	eps, stop, err := etcd(endpoints, say)
+	eps, isEmbedded, stop, err := demoenv.Etcd(endpoints)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	newClient := func() (*clientv3.Client, error) {
-		return clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if isEmbedded {
+		say("embedded etcd at %s", strings.Join(eps, ","))
+	} else {
+		say("using etcd at %s", endpoints)
 	}
+	newClient := func() (*clientv3.Client, error) { return demoenv.Client(eps) }
 	admin, err := newClient()
 	if err != nil {
 		return err
 	}
 	defer admin.Close()
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	group := "checkpoint-" + hex.EncodeToString(b[:])
+	group := demoenv.Group("checkpoint")
 	if err := coordinator.NewSyncStore(admin, group).Put(ctx, assignment.Sync{ID: "orders-copy", Spec: []byte(`{"table":"orders"}`)}); err != nil {
 		return err
 	}
@@ -262,26 +260,6 @@ func run(endpoints string, out io.Writer) error {
 	}
 	say("beta left; done")
 	return nil
-}
-
-// etcd returns the endpoints to use, starting an embedded etcd when none
-// are given.
-func etcd(endpoints string, say func(string, ...any)) ([]string, func(), error) {
-	if endpoints != "" {
-		say("using etcd at %s", endpoints)
-		return strings.Split(endpoints, ","), func() {}, nil
-	}
-	dir, err := os.MkdirTemp("", "baton-checkpoint-")
-	if err != nil {
-		return nil, nil, err
-	}
-	srv, err := embedded.Start(dir, embedded.WithUnsafeNoFsync())
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, nil, err
-	}
-	say("embedded etcd at %s", strings.Join(srv.Endpoints(), ","))
-	return srv.Endpoints(), func() { srv.Close(); os.RemoveAll(dir) }, nil
 }
 
 func wait(ctx context.Context, ch <-chan struct{}) error {

@@ -8,21 +8,17 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"os"
 	"slices"
-	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/baton-go/baton/assignment"
 	"github.com/baton-go/baton/coordinator"
-	"github.com/baton-go/baton/internal/embedded"
+	"github.com/baton-go/baton/internal/demoenv"
 	"github.com/baton-go/baton/rebalance"
 )
 
@@ -73,31 +69,18 @@ func main() {
 func run(endpoints string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	eps := strings.Split(endpoints, ",")
-	if endpoints == "" {
-		dir, err := os.MkdirTemp("", "baton-custombalancer-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		srv, err := embedded.Start(dir, embedded.WithUnsafeNoFsync())
-		if err != nil {
-			return err
-		}
-		defer srv.Close()
-		eps = srv.Endpoints()
+	eps, _, stop, err := demoenv.Etcd(endpoints)
+	if err != nil {
+		return err
 	}
-	newClient := func() (*clientv3.Client, error) {
-		return clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	}
+	defer stop()
+	newClient := func() (*clientv3.Client, error) { return demoenv.Client(eps) }
 	admin, err := newClient()
 	if err != nil {
 		return err
 	}
 	defer admin.Close()
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	group := "custombalancer-" + hex.EncodeToString(b[:])
+	group := demoenv.Group("custombalancer")
 
 	store := coordinator.NewSyncStore(admin, group)
 	for i := 1; i <= 6; i++ {

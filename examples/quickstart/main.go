@@ -8,8 +8,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"os"
@@ -19,11 +17,10 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/baton-go/baton/assignment"
 	"github.com/baton-go/baton/coordinator"
-	"github.com/baton-go/baton/internal/embedded"
+	"github.com/baton-go/baton/internal/demoenv"
 )
 
 func main() {
@@ -46,39 +43,24 @@ func run(endpoints string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
 
-	var eps []string
-	if endpoints == "" {
-		dir, err := os.MkdirTemp("", "baton-quickstart-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		srv, err := embedded.Start(dir, embedded.WithUnsafeNoFsync())
-		if err != nil {
-			return err
-		}
-		defer srv.Close()
-		eps = srv.Endpoints()
-		say("embedded etcd at %s (data in %s)", strings.Join(eps, ","), dir)
+	eps, isEmbedded, stop, err := demoenv.Etcd(endpoints)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	if isEmbedded {
+		say("embedded etcd at %s", strings.Join(eps, ","))
 	} else {
-		eps = strings.Split(endpoints, ",")
 		say("using etcd at %s", endpoints)
 	}
-	newClient := func() (*clientv3.Client, error) {
-		// clientv3 logs every retried request; the demo's own lines say
-		// what happens.
-		return clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	}
+	newClient := func() (*clientv3.Client, error) { return demoenv.Client(eps) }
 
 	admin, err := newClient()
 	if err != nil {
 		return err
 	}
 	defer admin.Close()
-	// A fresh group name, so the demo never meets an earlier run's keys.
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	group := "quickstart-" + hex.EncodeToString(b[:])
+	group := demoenv.Group("quickstart")
 	store := coordinator.NewSyncStore(admin, group)
 	for i := 1; i <= 12; i++ {
 		spec := fmt.Sprintf(`{"source":"db-%02d","table":"orders"}`, i)

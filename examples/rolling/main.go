@@ -16,8 +16,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -30,11 +28,10 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/baton-go/baton/assignment"
 	"github.com/baton-go/baton/coordinator"
-	"github.com/baton-go/baton/internal/embedded"
+	"github.com/baton-go/baton/internal/demoenv"
 )
 
 func main() {
@@ -162,7 +159,7 @@ func serveOne(endpoints, group, id string) error {
 	if endpoints == "" {
 		return fmt.Errorf("-member needs -endpoints")
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(endpoints, ","), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cli, err := demoenv.Client(strings.Split(endpoints, ","))
 	if err != nil {
 		return err
 	}
@@ -200,22 +197,23 @@ func demo(endpoints string, out io.Writer) (Summary, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
-	eps, stop, err := etcd(endpoints, say)
+	eps, isEmbedded, stop, err := demoenv.Etcd(endpoints)
 	if err != nil {
 		return sum, err
 	}
 	defer stop()
-	newClient := func() (*clientv3.Client, error) {
-		return clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if isEmbedded {
+		say("embedded etcd at %s", strings.Join(eps, ","))
+	} else {
+		say("using etcd at %s", endpoints)
 	}
+	newClient := func() (*clientv3.Client, error) { return demoenv.Client(eps) }
 	admin, err := newClient()
 	if err != nil {
 		return sum, err
 	}
 	defer admin.Close()
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	group := "rolling-" + hex.EncodeToString(b[:])
+	group := demoenv.Group("rolling")
 	store := coordinator.NewSyncStore(admin, group)
 	for i := range nsyncs {
 		if err := store.Put(ctx, assignment.Sync{ID: fmt.Sprintf("sync-%02d", i)}); err != nil {
@@ -367,24 +365,4 @@ func settled(ctx context.Context, admin *clientv3.Client, group string, l *ledge
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-}
-
-// etcd returns the endpoints to use, starting an embedded etcd when none
-// are given.
-func etcd(endpoints string, say func(string, ...any)) ([]string, func(), error) {
-	if endpoints != "" {
-		say("using etcd at %s", endpoints)
-		return strings.Split(endpoints, ","), func() {}, nil
-	}
-	dir, err := os.MkdirTemp("", "baton-rolling-")
-	if err != nil {
-		return nil, nil, err
-	}
-	srv, err := embedded.Start(dir, embedded.WithUnsafeNoFsync())
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, nil, err
-	}
-	say("embedded etcd at %s", strings.Join(srv.Endpoints(), ","))
-	return srv.Endpoints(), func() { srv.Close(); os.RemoveAll(dir) }, nil
 }

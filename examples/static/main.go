@@ -18,8 +18,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -31,11 +29,10 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/baton-go/baton/assignment"
 	"github.com/baton-go/baton/coordinator"
-	"github.com/baton-go/baton/internal/embedded"
+	"github.com/baton-go/baton/internal/demoenv"
 )
 
 func main() {
@@ -101,14 +98,12 @@ func (g *group) handler(id string) coordinator.Handler {
 // start runs a member; id "" gives it a new random ID, as the library's
 // default does (made here, because the handler needs to know it).
 func (g *group) start(ctx context.Context, id string) (string, error) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: g.eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cli, err := demoenv.Client(g.eps)
 	if err != nil {
 		return "", err
 	}
 	if id == "" {
-		var b [4]byte
-		_, _ = rand.Read(b[:])
-		id = "pod-" + hex.EncodeToString(b[:])
+		id = demoenv.Group("pod")
 	}
 	co, err := coordinator.New(cli, g.name, g.handler(id), coordinator.WithMemberID(id), coordinator.WithTTL(ttl))
 	if err == nil {
@@ -194,12 +189,17 @@ func demo(endpoints string, out io.Writer) ([2]Result, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
-	eps, stop, err := etcd(endpoints, say)
+	eps, isEmbedded, stop, err := demoenv.Etcd(endpoints)
 	if err != nil {
 		return res, err
 	}
 	defer stop()
-	admin, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if isEmbedded {
+		say("embedded etcd at %s", strings.Join(eps, ","))
+	} else {
+		say("using etcd at %s", endpoints)
+	}
+	admin, err := demoenv.Client(eps)
 	if err != nil {
 		return res, err
 	}
@@ -224,9 +224,7 @@ func demo(endpoints string, out io.Writer) ([2]Result, error) {
 }
 
 func restart(ctx context.Context, admin *clientv3.Client, eps []string, stable bool, say func(string, ...any)) (Result, error) {
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	g := &group{name: "static-" + hex.EncodeToString(b[:]), eps: eps,
+	g := &group{name: demoenv.Group("static"), eps: eps,
 		running: map[string]string{}, revokedOn: map[string]int{}, members: map[string]*member{}}
 	defer g.close()
 	store := coordinator.NewSyncStore(admin, g.name)
@@ -303,24 +301,4 @@ func restart(ctx context.Context, admin *clientv3.Client, eps []string, stable b
 		}
 	}
 	return r, nil
-}
-
-// etcd returns the endpoints to use, starting an embedded etcd when none
-// are given.
-func etcd(endpoints string, say func(string, ...any)) ([]string, func(), error) {
-	if endpoints != "" {
-		say("using etcd at %s", endpoints)
-		return strings.Split(endpoints, ","), func() {}, nil
-	}
-	dir, err := os.MkdirTemp("", "baton-static-")
-	if err != nil {
-		return nil, nil, err
-	}
-	srv, err := embedded.Start(dir, embedded.WithUnsafeNoFsync())
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, nil, err
-	}
-	say("embedded etcd at %s", strings.Join(srv.Endpoints(), ","))
-	return srv.Endpoints(), func() { srv.Close(); os.RemoveAll(dir) }, nil
 }
