@@ -70,6 +70,7 @@ func parseShapes(s string) ([]shape, error) {
 type config struct {
 	Endpoints      string          `json:"endpoints,omitempty"`
 	Fsync          bool            `json:"fsync"`
+	EtcdProcess    bool            `json:"etcd_process"`
 	Systems        []string        `json:"systems"`
 	Scenarios      []string        `json:"scenarios"`
 	TTL            time.Duration   `json:"ttl"`
@@ -112,6 +113,13 @@ func (b *bench) system(name string, ttl time.Duration) system {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "-etcd-mode" {
+		if err := etcdMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench etcd:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "-member-mode" {
 		if err := memberMain(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "bench member:", err)
@@ -135,6 +143,7 @@ func main() {
 func parseFlags() (config, string, error) {
 	endpoints := flag.String("endpoints", "", "comma-separated etcd endpoints; empty: an embedded etcd in a temporary directory")
 	fsync := flag.Bool("fsync", true, "embedded etcd fsyncs its WAL and database (off: WithUnsafeNoFsync)")
+	etcdProcess := flag.Bool("etcd-process", false, "run the embedded etcd in its own process rather than in the members' process")
 	jsonPath := flag.String("json", "", "write every measurement to this JSON file")
 	systems := flag.String("systems", "baton,baseline", "systems to run: baton, baseline")
 	scenarios := flag.String("scenarios", "handoff,failover,cold,memory", "scenarios to run: handoff, failover, cold (with steady state), memory")
@@ -147,8 +156,8 @@ func parseFlags() (config, string, error) {
 	failoverReps := flag.Int("failover-reps", 3, "crashes per TTL")
 	failoverLeader := flag.Bool("failover-leader", true, "Baton: also crash the leader in each repetition")
 	cold := flag.String("cold", "1000x10,10000x10,1000x50,10000x50", "cold-start shapes; steady state is measured after the last")
-	coldReps := flag.Int("cold-reps", 3, "repetitions of each cold start")
-	steady := flag.Duration("steady", 20*time.Second, "steady-state window after the last cold start (0: skip)")
+	coldReps := flag.Int("cold-reps", 2, "repetitions of each cold start")
+	steady := flag.Duration("steady", 15*time.Second, "steady-state window after the last cold start (0: skip)")
 	memory := flag.String("memory", "10000x10,2000x2", "memory shapes (the measured member runs in a child process)")
 	inflight := flag.Int("baseline-inflight", 8, "baseline: TryLocks in flight per member")
 	timeout := flag.Duration("timeout", 60*time.Second, "limit for a group to settle")
@@ -156,7 +165,7 @@ func parseFlags() (config, string, error) {
 	flag.Parse()
 
 	cfg := config{
-		Endpoints: *endpoints, Fsync: *fsync, TTL: *ttl, Settle: *settle, Reps: *reps,
+		Endpoints: *endpoints, Fsync: *fsync, EtcdProcess: *etcdProcess, TTL: *ttl, Settle: *settle, Reps: *reps,
 		FailoverReps: *failoverReps, FailoverLeader: *failoverLeader, ColdReps: *coldReps,
 		Steady: *steady, Inflight: *inflight, Timeout: *timeout, ColdTimeout: *coldTimeout,
 	}
@@ -249,7 +258,7 @@ func machineInfo() machine {
 
 func run(ctx context.Context, cfg config, jsonPath string) error {
 	start := time.Now()
-	env, err := startEtcd(cfg.Endpoints, cfg.Fsync)
+	env, err := startEtcd(cfg.Endpoints, cfg.Fsync, cfg.EtcdProcess)
 	if err != nil {
 		return err
 	}

@@ -269,8 +269,11 @@ func orNaN(v float64) float64 {
 }
 
 func etcdKind(c config) string {
-	if c.Endpoints != "" {
+	switch {
+	case c.Endpoints != "":
 		return strings.ReplaceAll(c.Endpoints, ",", " ")
+	case c.EtcdProcess:
+		return "embedded (own process)"
 	}
-	return "embedded (in this process)"
+	return "embedded (in the members' process)"
 }

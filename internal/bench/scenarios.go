@@ -294,18 +294,19 @@ type coldRun struct {
 // steadyRun is the traffic of a settled group over a quiet window, per
 // minute.
 type steadyRun struct {
-	Syncs             int     `json:"syncs"`
-	Members           int     `json:"members"`
-	WindowS           float64 `json:"window_s"`
-	RequestsPerMin    float64 `json:"requests_per_min"`
-	KeepAlivesPerMin  float64 `json:"keepalives_per_min"`
-	OtherPerMin       float64 `json:"other_requests_per_min"`
-	WritesPerMin      float64 `json:"writes_per_min"`
-	BytesSentPerMin   float64 `json:"bytes_sent_per_min"`
-	ProposalsPerMin   float64 `json:"proposals_per_min"`
-	KeepAliveStreams  float64 `json:"keepalive_streams_per_min"`
-	PerMemberReqPerMn float64 `json:"requests_per_member_per_min"`
-	ByMethod          usage   `json:"by_method"`
+	Syncs             int            `json:"syncs"`
+	Members           int            `json:"members"`
+	WindowS           float64        `json:"window_s"`
+	RequestsPerMin    float64        `json:"requests_per_min"`
+	KeepAlivesPerMin  float64        `json:"keepalives_per_min"`
+	OtherPerMin       float64        `json:"other_requests_per_min"`
+	WritesPerMin      float64        `json:"writes_per_min"`
+	BytesSentPerMin   float64        `json:"bytes_sent_per_min"`
+	ProposalsPerMin   float64        `json:"proposals_per_min"`
+	KeepAliveStreams  float64        `json:"keepalive_streams_per_min"`
+	PerMemberReqPerMn float64        `json:"requests_per_member_per_min"`
+	ByMethod          usage          `json:"by_method"`
+	Server            serverCounters `json:"server"` // over the window`
 }
 
 // cold runs every cold-start shape, and measures the steady state after
@@ -387,6 +388,7 @@ func (b *bench) steadyState(ctx context.Context, g *groupRun, sh shape) (steadyR
 		ProposalsPerMin:  perMin(c.Server.Proposals),
 		KeepAliveStreams: perMin(float64(c.Usage[methodKeepAlive].Streams)),
 		ByMethod:         c.Usage,
+		Server:           c.Server,
 	}
 	r.PerMemberReqPerMn = r.RequestsPerMin / float64(sh.Members)
 	b.logf("steady %s %v: %.0f requests/min (%.0f keep-alives, %.0f other), %.0f writes/min, %.0f proposals/min",
