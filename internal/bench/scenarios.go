@@ -306,7 +306,7 @@ type steadyRun struct {
 	KeepAliveStreams  float64        `json:"keepalive_streams_per_min"`
 	PerMemberReqPerMn float64        `json:"requests_per_member_per_min"`
 	ByMethod          usage          `json:"by_method"`
-	Server            serverCounters `json:"server"` // over the window`
+	Server            serverCounters `json:"server"` // over the window
 }
 
 // cold runs every cold-start shape, and measures the steady state after
