@@ -118,8 +118,12 @@ func safeDiv(a, b float64) float64 {
 
 func writeTable(w io.Writer, res *results) {
 	c := res.Config
-	fmt.Fprintf(w, "## Baton benchmark\n\n%s, %d CPUs, %s, %s; etcd %s, fsync %v; TTL %v, settle %v. Took %s.\n",
-		res.Machine.CPU, res.Machine.CPUs, res.Machine.GoVersion, res.Machine.OS, etcdKind(c), c.Fsync, c.TTL, c.Settle, res.Took)
+	fsync := fmt.Sprintf("fsync %v", c.Fsync)
+	if c.Endpoints != "" {
+		fsync = "fsync as the cluster is set"
+	}
+	fmt.Fprintf(w, "## Baton benchmark\n\n%s, %d CPUs, %s, %s; etcd %s, %s; TTL %v, settle %v. Took %s.\n",
+		res.Machine.CPU, res.Machine.CPUs, res.Machine.GoVersion, res.Machine.OS, etcdKind(c), fsync, c.TTL, c.Settle, res.Took)
 	fmt.Fprintf(w, "\n`%s`\n", res.Command)
 	t := table{w: w, systems: c.Systems}
 
