@@ -167,6 +167,22 @@ func (v *view) applyTarget(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
 	v.gen = max(v.gen, t.Generation)
 }
 
+// holdsTarget reports whether an event on targets/ leaves a member's target
+// as the view has it, as the leader's own writes do: the leader records each
+// target it writes before the watch can show it.
+func (v *view) holdsTarget(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) bool {
+	id, ok := keys.ID(k.Targets(), string(kv.Key))
+	if !ok {
+		return true // names no member: ignored
+	}
+	cur, had := v.targets[id]
+	if deleted || !had {
+		return deleted && !had
+	}
+	t, err := decodeTarget(id, kv.Value)
+	return err == nil && t.Generation == cur.Generation && slices.Equal(t.Syncs, cur.Syncs)
+}
+
 func (v *view) applyOwner(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
 	id, ok := keys.ID(k.Owners(), string(kv.Key))
 	if !ok {
@@ -287,7 +303,13 @@ func (c *Coordinator) lead(lctx context.Context, el *election.Election) error {
 			case wr, ok = <-sch:
 				apply = v.applySync
 			case wr, ok = <-tch:
-				apply, trigger = v.applyTarget, false
+				// The leader's own writes are in the view already; a target
+				// written or deleted by anyone else is put right.
+				trigger = false
+				apply = func(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
+					trigger = trigger || !v.holdsTarget(k, kv, deleted)
+					v.applyTarget(k, kv, deleted)
+				}
 			case wr, ok = <-och:
 				apply, trigger = v.applyOwner, again
 			}
