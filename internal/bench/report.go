@@ -241,8 +241,8 @@ func writeTable(w io.Writer, res *results) {
 
 	if len(res.Memory) > 0 {
 		fmt.Fprintf(w, "\n### Memory of one member (its own process; after two forced GCs)\n\n")
-		fmt.Fprintln(w, "| member | group (syncs×members) | syncs it runs | live heap (MB) | over an idle client (MB) | heap in use (MB) | goroutines |")
-		fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|")
+		fmt.Fprintln(w, "| member | group (syncs×members) | syncs it runs | live heap (MB) | over an idle client (MB) | heap in use (MB) | goroutine stacks (MB) | goroutines |")
+		fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|")
 		for _, m := range res.Memory {
 			grp := "—"
 			if m.Syncs > 0 {
@@ -252,7 +252,7 @@ func writeTable(w io.Writer, res *results) {
 			if m.System == "idle" {
 				name = "idle child (etcd client only)"
 			}
-			fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s | %d |\n", name, grp, m.Owned, num(m.HeapLiveMB), num(m.NetMB), num(m.HeapMB), m.Goroutines)
+			fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s | %s | %d |\n", name, grp, m.Owned, num(m.HeapLiveMB), num(m.NetMB), num(m.HeapMB), num(m.StackMB), m.Goroutines)
 		}
 	}
 
