@@ -9,6 +9,7 @@
 //	go run ./internal/bench                    # embedded etcd, fsync on, ~5 minutes
 //	go run ./internal/bench -fsync=false -json out.json
 //	go run ./internal/bench -endpoints http://10.0.0.1:2379
+//	go run ./internal/bench -report out.json   # the table of an earlier run
 //
 // Every member runs in this process with its own etcd client, except the
 // member whose memory is measured: that one runs in a child process (the
@@ -123,6 +124,14 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "-member-mode" {
 		if err := memberMain(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "bench member:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) == 3 && os.Args[1] == "-report" {
+		// Print the table of an earlier run from its JSON.
+		if err := reprint(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
 		}
 		return
@@ -327,5 +336,18 @@ func run(ctx context.Context, cfg config, jsonPath string) error {
 		}
 	}
 	b.logf("done in %s", res.Took)
+	return nil
+}
+
+func reprint(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var res results
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	writeTable(os.Stdout, &res)
 	return nil
 }
