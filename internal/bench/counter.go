@@ -225,8 +225,6 @@ func (u usage) writes() int64 {
 
 func (u usage) keepAlives() int64 { return u[methodKeepAlive].Calls }
 
-// nonKeepAlive counts every request but lease keep-alives.
-func (u usage) nonKeepAlive() int64 { return u.requests() - u.keepAlives() }
 
 func (u usage) bytesSent() int64 {
 	var n int64
