@@ -225,7 +225,6 @@ func (u usage) writes() int64 {
 
 func (u usage) keepAlives() int64 { return u[methodKeepAlive].Calls }
 
-
 func (u usage) bytesSent() int64 {
 	var n int64
 	for _, s := range u {
