@@ -443,10 +443,7 @@ func (c *Coordinator) Leave(ctx context.Context) error {
 	if err := c.checkCall(ctx); err != nil {
 		return err
 	}
-	var drainErr error
-	if c.othersCanTakeOver(ctx) {
-		drainErr = c.Drain(ctx)
-	}
+	drainErr := c.drainForLeave(ctx)
 	c.leaveOnce.Do(func() {
 		if ctx.Err() != nil {
 			// The etcd calls of a late Leave still get a short chance.
@@ -462,6 +459,47 @@ func (c *Coordinator) Leave(ctx context.Context) error {
 		return fmt.Errorf("coordinator: left without a complete drain: %w", drainErr)
 	}
 	return nil
+}
+
+// drainForLeave drains while another live, non-draining member can take
+// the syncs. It stops early, with no error, once none is left (members
+// leaving together would otherwise each wait for the others until ctx ends).
+func (c *Coordinator) drainForLeave(ctx context.Context) error {
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	alone := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Watch first, then look: no membership change can fall between.
+		wch := c.cli.Watch(clientv3.WithRequireLeader(dctx), c.keys.Members(), clientv3.WithPrefix())
+		for {
+			if !c.othersCanTakeOver(dctx) {
+				if dctx.Err() == nil {
+					close(alone)
+					cancel()
+				}
+				return
+			}
+			select {
+			case wr, ok := <-wch:
+				if !ok || wr.Err() != nil {
+					return // the drain runs on to its ctx, as it would without this
+				}
+			case <-dctx.Done():
+				return
+			}
+		}
+	}()
+	err := c.Drain(dctx)
+	cancel()
+	<-done
+	select {
+	case <-alone:
+		return nil // nobody left to hand over to: Leave revokes what remains
+	default:
+		return err
+	}
 }
 
 func (c *Coordinator) checkCall(ctx context.Context) error {

@@ -228,3 +228,26 @@ func TestDrainFromOutside(t *testing.T) {
 		require.Equal(t, assignment.Draining, e.why, "the member adopted the drain")
 	}
 }
+
+func TestEveryoneLeavesAtOnce(t *testing.T) {
+	w := newWorld(t, nil)
+	ids := syncIDs(6)
+	w.putSyncs(ids...)
+	members := []*member{w.join("m1", nil, nil), w.join("m2", nil, nil), w.join("m3", nil, nil)}
+	w.settle(ids, "m1", "m2", "m3")
+	// Each Leave drains while someone else could take over; once everyone
+	// is draining nobody can, and each must go on to leave rather than wait
+	// out its ctx.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	errs := make(chan error, len(members))
+	for _, m := range members {
+		go func() { errs <- m.co.Leave(ctx) }()
+	}
+	for range members {
+		require.NoError(t, <-errs)
+	}
+	require.Less(t, time.Since(start), 30*time.Second, "nobody waited for its ctx")
+	require.Empty(t, w.owners())
+}
