@@ -39,7 +39,7 @@ func recoveryBound(cfg config) time.Duration { return cfg.ttl + cfg.settle + tim
 
 // TestChaos runs the fixed-seed schedules (or only BATON_CHAOS_SEED).
 func TestChaos(t *testing.T) {
-	seeds := shortSeeds
+	seeds, extra := shortSeeds, 0
 	if s := os.Getenv("BATON_CHAOS_SEED"); s != "" {
 		n, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
@@ -47,15 +47,26 @@ func TestChaos(t *testing.T) {
 		}
 		seeds = []uint64{n}
 	}
+	if s := os.Getenv("BATON_CHAOS_EXTRA"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			t.Fatalf("BATON_CHAOS_EXTRA=%q: want a count of extra faults per lane", s)
+		}
+		extra = n
+	}
 	var worst result
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("Seed%d", seed), func(t *testing.T) {
-			r := runSchedule(t, newSchedule(seed, chaosConfig, 0), chaosConfig)
+			r := runSchedule(t, newSchedule(seed, chaosConfig, extra), chaosConfig)
 			worst = worst.merge(r)
 		})
 	}
 	t.Logf("%d schedules: %v", len(seeds), worst)
 }
+
+// soakExtra is how many random faults each lane of a soak schedule adds to
+// the one of each kind.
+const soakExtra = 3
 
 // TestSoak runs random seeds, with extra faults per schedule, until
 // BATON_SOAK (a duration) has passed:
@@ -77,7 +88,7 @@ func TestSoak(t *testing.T) {
 		seed := rand.Uint64() % 1_000_000_000
 		n++
 		t.Run(fmt.Sprintf("Seed%d", seed), func(t *testing.T) {
-			r := runSchedule(t, newSchedule(seed, chaosConfig, 3), chaosConfig)
+			r := runSchedule(t, newSchedule(seed, chaosConfig, soakExtra), chaosConfig)
 			worst = worst.merge(r)
 		})
 	}
@@ -119,7 +130,7 @@ func (r result) String() string {
 // runSchedule runs sc against a fresh 3-member etcd cluster and checks the
 // failure model; it returns what it measured.
 func runSchedule(t *testing.T, sc schedule, cfg config) result {
-	t.Logf("seed %d; to run it again: BATON_CHAOS_SEED=%d go test -run 'Chaos/Seed' -v ./internal/chaos/", sc.Seed, sc.Seed)
+	t.Logf("seed %d; to run it again: %s", sc.Seed, sc.rerun())
 	cl := etcdtest.NewCluster(t, 3)
 	g := newGroup(t, cl, cfg, fmt.Sprintf("chaos%d", sc.Seed))
 	defer func() {
@@ -130,7 +141,7 @@ func runSchedule(t *testing.T, sc schedule, cfg config) result {
 			t.Logf("log:\n%s", strings.Join(g.log.tail(3000), "\n"))
 		}
 		if t.Failed() {
-			t.Logf("FAILED: seed %d; run it again with BATON_CHAOS_SEED=%d\n%v", sc.Seed, sc.Seed, sc)
+			t.Logf("FAILED: seed %d; run it again with %s\n%v", sc.Seed, sc.rerun(), sc)
 			t.Logf("timeline:\n%s", strings.Join(g.timelineLines(), "\n"))
 			t.Logf("last log lines:\n%s", strings.Join(g.log.tail(400), "\n"))
 		}

@@ -15,7 +15,7 @@
 //
 //	BATON_SOAK=30m go test -run Soak -timeout 0 ./internal/chaos/
 //
-// A failing schedule prints its seed; run it again with
+// A failing schedule prints its seed and the command that runs it again:
 //
-//	BATON_CHAOS_SEED=<seed> go test -run 'Chaos/Seed' -v ./internal/chaos/
+//	BATON_CHAOS_SEED=<seed> [BATON_CHAOS_EXTRA=3] go test -run 'Chaos/Seed' -v ./internal/chaos/
 package chaos

@@ -102,9 +102,19 @@ var soloKinds = []string{soloCrash, soloCrashLeader, soloCutOff, soloCutOffLeade
 // then solo faults one at a time.
 type schedule struct {
 	Seed    uint64
+	Extra   int // random faults per lane on top of one of each kind
 	Etcd    []step
 	Members []step
 	Solo    []string
+}
+
+// rerun is the command that runs the schedule again.
+func (sc schedule) rerun() string {
+	env := fmt.Sprintf("BATON_CHAOS_SEED=%d", sc.Seed)
+	if sc.Extra > 0 {
+		env += fmt.Sprintf(" BATON_CHAOS_EXTRA=%d", sc.Extra)
+	}
+	return env + " go test -run 'Chaos/Seed' -v ./internal/chaos/"
 }
 
 func (sc schedule) String() string {
@@ -138,7 +148,7 @@ func newSchedule(seed uint64, cfg config, extra int) schedule {
 		}
 		return out
 	}
-	sc := schedule{Seed: seed}
+	sc := schedule{Seed: seed, Extra: extra}
 	for _, k := range lane(etcdKinds) {
 		s := step{Kind: k, Gap: between(300*time.Millisecond, 1500*time.Millisecond), Target: r.IntN(3)}
 		switch k {
