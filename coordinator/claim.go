@@ -3,15 +3,14 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"sync"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/baton-go/baton/assignment"
 )
-
-// claimBatchSize keeps a claim Txn within etcd's default --max-txn-ops
-// (128): each sync costs two compares and two operations.
-const claimBatchSize = 64
 
 // claimResult is what one claim attempt learned about one sync.
 type claimResult struct {
@@ -26,89 +25,55 @@ type claimResult struct {
 	holder string // member holding the owner key when not claimed
 }
 
-// claim tries to claim every sync in ids, batched: one Txn per 64 syncs
-// claims them all when all are free; otherwise it learns which are free
-// from the same Txn's else-branch reads and retries with those only. The
-// result has an entry for every id unless err is set.
-func (w *worker) claim(ctx context.Context, ids []string) (map[string]*claimResult, error) {
-	out := make(map[string]*claimResult, len(ids))
-	for start := 0; start < len(ids); start += claimBatchSize {
-		batch := ids[start:min(start+claimBatchSize, len(ids))]
-		// Each retry only keeps syncs seen free, so it shrinks or succeeds;
-		// three rounds cover all but a storm of concurrent changes, and
-		// what is left is retried by each sync's own actor.
-		for round := 0; round < 3 && len(batch) > 0; round++ {
-			free, err := w.claimOnce(ctx, batch, out)
-			if err != nil {
-				return nil, err
-			}
-			batch = free
-		}
-		for _, id := range batch {
-			if _, ok := out[id]; !ok {
-				out[id] = &claimResult{}
-			}
-		}
-	}
-	return out, nil
-}
-
-// claimOnce runs one claim Txn over batch, records every sync it settled in
-// out and returns the syncs it saw free but could not claim in this round.
-func (w *worker) claimOnce(ctx context.Context, batch []string, out map[string]*claimResult) ([]string, error) {
+// claim tries to claim every sync in ids. Each sync is one nested Txn with
+// its own guard (claim if free, else read the holder), so one held sync
+// never fails the others' claims; the nested Txns of every claim the
+// worker's actors make meanwhile share Txns (see txnBatcher). The result
+// has an entry for every id unless err is set.
+func (w *worker) claim(ids []string) (map[string]*claimResult, error) {
 	k := w.c.keys
-	cmps := make([]clientv3.Cmp, 0, 2*len(batch))
-	then := make([]clientv3.Op, 0, 2*len(batch))
-	els := make([]clientv3.Op, 0, 2*len(batch))
-	for _, id := range batch {
-		cmps = append(cmps,
-			clientv3.Compare(clientv3.CreateRevision(k.Owner(id)), "=", 0),
-			clientv3.Compare(clientv3.CreateRevision(k.Sync(id)), ">", 0))
-		then = append(then,
-			clientv3.OpPut(k.Owner(id), w.c.o.memberID, clientv3.WithLease(w.sess.id)),
-			clientv3.OpGet(k.Sync(id)))
-		els = append(els, clientv3.OpGet(k.Owner(id)), clientv3.OpGet(k.Sync(id)))
+	reqs := make([]batchReq, len(ids))
+	for i, id := range ids {
+		reqs[i] = batchReq{key: k.Owner(id), op: clientv3.OpTxn(
+			[]clientv3.Cmp{
+				clientv3.Compare(clientv3.CreateRevision(k.Owner(id)), "=", 0),
+				clientv3.Compare(clientv3.CreateRevision(k.Sync(id)), ">", 0),
+			},
+			[]clientv3.Op{clientv3.OpPut(k.Owner(id), w.c.o.memberID, clientv3.WithLease(w.sess.id)), clientv3.OpGet(k.Sync(id))},
+			[]clientv3.Op{clientv3.OpGet(k.Owner(id)), clientv3.OpGet(k.Sync(id))},
+		)}
 	}
-	// A Txn stuck on an unresponsive etcd member (a partition the client has
-	// not noticed yet) must not hold the worker up: it is abandoned after
-	// TTL/2, like a release, and tried again. One that went through is
-	// found as this session's on the next try and adopted.
-	tctx, cancel := context.WithTimeout(ctx, w.sess.ttl/2)
-	defer cancel()
-	resp, err := w.c.cli.Txn(tctx).If(cmps...).Then(then...).Else(els...).Commit()
-	if err != nil {
-		w.c.m.etcdError("claim")
-		return nil, fmt.Errorf("coordinator: claim: %w", err)
-	}
-	rev := resp.Header.Revision
-	var free []string
-	for i, id := range batch {
+	res := w.claimTxns.do(reqs)
+	out := make(map[string]*claimResult, len(ids))
+	for i, id := range ids {
+		if res[i].err != nil {
+			w.c.m.etcdError("claim")
+			return nil, fmt.Errorf("coordinator: claim: %w", res[i].err)
+		}
+		resp, rev := res[i].resp, res[i].rev
 		r := &claimResult{rev: rev}
-		syncKVs := resp.Responses[2*i+1].GetResponseRange().Kvs
+		syncKVs := resp.Responses[1].GetResponseRange().Kvs
 		if len(syncKVs) == 0 {
 			r.syncErr = fmt.Errorf("coordinator: sync %q does not exist", id)
 		} else {
 			r.sync, r.syncErr = decodeSync(id, syncKVs[0].Value, syncKVs[0].ModRevision)
 		}
 		if resp.Succeeded {
-			// Every put of one Txn has the Txn's revision as create revision.
+			// A put in a Txn has the Txn's revision as create revision.
 			r.claimed, r.token = true, rev
 			out[id] = r
 			continue
 		}
-		ownerKVs := resp.Responses[2*i].GetResponseRange().Kvs
+		ownerKVs := resp.Responses[0].GetResponseRange().Kvs
 		switch {
 		case len(ownerKVs) == 1 && clientv3.LeaseID(ownerKVs[0].Lease) == w.sess.id:
 			r.mine, r.token = true, ownerKVs[0].CreateRevision
 		case len(ownerKVs) == 1:
 			r.holder, r.token = string(ownerKVs[0].Value), ownerKVs[0].CreateRevision
-		case r.syncErr == nil:
-			free = append(free, id)
-			continue
 		}
 		out[id] = r
 	}
-	return free, nil
+	return out, nil
 }
 
 // release deletes the owner key of c, guarded by its token, so a key that
@@ -130,13 +95,122 @@ func (w *worker) release(c *assignment.Claim) {
 	}
 }
 
-// deleteOwner deletes owners/<id> if it still has the given token.
+// deleteOwner deletes owners/<id> if it still has the given token. The
+// releases of concurrent revokes share Txns (see txnBatcher).
 func (w *worker) deleteOwner(id string, token int64) error {
-	ctx, cancel := context.WithTimeout(w.sess.riskCtx, w.sess.ttl/2)
-	defer cancel()
 	key := w.c.keys.Owner(id)
-	_, err := w.c.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", token)).
-		Then(clientv3.OpDelete(key)).Commit()
-	return err
+	res := w.releaseTxns.do([]batchReq{{key: key, op: clientv3.OpTxn(
+		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", token)},
+		[]clientv3.Op{clientv3.OpDelete(key)}, nil)}})
+	return res[0].err
+}
+
+// txnBatcher runs owner-key operations in shared Txns (group commit): a
+// request made while no Txn of the batcher is in flight goes at once (after
+// one runtime.Gosched, so that the requests made at the same instant join
+// it), and the requests made meanwhile go together in the next Txn, up to
+// maxBatch. When a rebalance moves many syncs, their claims (and their
+// releases) then cost a few Txns instead of one each: on a busy etcd the
+// handoff gap is the queue of those Txns. Each request is a nested Txn
+// with its own guard, so requests never fail each other; two requests on
+// one key never share a Txn (etcd rejects duplicate keys in a Txn).
+type txnBatcher struct {
+	cli     clientv3.KV
+	ctx     context.Context // the Txns' parent: ends with the worker or session
+	timeout time.Duration   // of one Txn
+
+	mu       sync.Mutex
+	queue    []*batchReq
+	inflight int // Txns being committed
+}
+
+// maxBatch is how many nested Txns one batch holds: etcd counts the outer
+// Txn's operations and the largest nested Txn's compares or operations
+// (two, for a claim) together against --max-txn-ops.
+const maxBatch = maxTxnOps - 2
+
+// maxBatchesInFlight is how many Txns of one batcher may be in flight.
+// One measured best: with two to four, more requests went alone and a
+// rebalance of 90 syncs lost most of the gain.
+const maxBatchesInFlight = 1
+
+// batchReq is one nested Txn on one owner key and, once done is closed,
+// its outcome.
+type batchReq struct {
+	key  string
+	op   clientv3.Op
+	done chan struct{}
+	resp *clientv3.TxnResponse
+	rev  int64 // revision of the Txn that ran it
+	err  error
+}
+
+// do runs reqs and returns them with their outcome. A caller that finds
+// fewer than maxBatchesInFlight Txns in flight commits the queue, its own
+// requests and others', until it is empty; the others wait.
+func (b *txnBatcher) do(reqs []batchReq) []batchReq {
+	b.mu.Lock()
+	for i := range reqs {
+		reqs[i].done = make(chan struct{})
+		b.queue = append(b.queue, &reqs[i])
+	}
+	for len(b.queue) > 0 && b.inflight < maxBatchesInFlight {
+		b.inflight++
+		// Requests made at the same instant (the revokes of one target
+		// change) get a chance to join this Txn.
+		b.mu.Unlock()
+		runtime.Gosched()
+		b.mu.Lock()
+		batch := b.takeLocked()
+		b.mu.Unlock()
+		b.commit(batch)
+		b.mu.Lock()
+		b.inflight--
+	}
+	b.mu.Unlock()
+	for i := range reqs {
+		<-reqs[i].done
+	}
+	return reqs
+}
+
+// takeLocked removes up to maxBatch requests on distinct keys from the
+// queue.
+func (b *txnBatcher) takeLocked() []*batchReq {
+	seen := make(map[string]bool, min(len(b.queue), maxBatch))
+	var batch, rest []*batchReq
+	for _, r := range b.queue {
+		if len(batch) < maxBatch && !seen[r.key] {
+			seen[r.key] = true
+			batch = append(batch, r)
+		} else {
+			rest = append(rest, r)
+		}
+	}
+	b.queue = rest
+	return batch
+}
+
+func (b *txnBatcher) commit(batch []*batchReq) {
+	ops := make([]clientv3.Op, len(batch))
+	for i, r := range batch {
+		ops[i] = r.op
+	}
+	// A Txn stuck on an unresponsive etcd member (a partition the client
+	// has not noticed yet) must not hold the worker up: it is abandoned
+	// after the timeout (TTL/2) and its requests fail; a claim that went
+	// through anyway is found as this session's on the next try and
+	// adopted.
+	ctx, cancel := context.WithTimeout(b.ctx, b.timeout)
+	resp, err := b.cli.Txn(ctx).Then(ops...).Commit()
+	cancel()
+	for i, r := range batch {
+		if err != nil {
+			r.err = err
+		} else {
+			r.resp = (*clientv3.TxnResponse)(resp.Responses[i].GetResponseTxn())
+			r.rev = resp.Header.Revision
+		}
+		close(r.done)
+	}
 }

@@ -40,6 +40,13 @@ type worker struct {
 	loaded  bool // the target has been read at least once
 
 	actorsWG sync.WaitGroup
+
+	// claimTxns and releaseTxns share Txns among the actors (group
+	// commit). Releases run on the session's context: a release must go
+	// out even as the epoch ends, until the lease is at risk.
+	claimTxns, releaseTxns *txnBatcher
+	// releases is the owners/ watch of the actors waiting for a holder.
+	releases *releaseWatch
 }
 
 // actor runs one sync's lifecycle on its own goroutine, so that callbacks
@@ -56,7 +63,13 @@ type actor struct {
 }
 
 func newWorker(ctx context.Context, c *Coordinator, s *session) *worker {
-	return &worker{c: c, sess: s, ctx: ctx, target: map[string]bool{}, gone: map[string]bool{}, actors: map[string]*actor{}}
+	w := &worker{
+		c: c, sess: s, ctx: ctx, target: map[string]bool{}, gone: map[string]bool{}, actors: map[string]*actor{},
+		claimTxns:   &txnBatcher{cli: c.cli, ctx: ctx, timeout: s.ttl / 2},
+		releaseTxns: &txnBatcher{cli: c.cli, ctx: s.riskCtx, timeout: s.ttl / 2},
+	}
+	w.releases = &releaseWatch{w: w, waiters: map[string]*releaseWaiter{}}
+	return w
 }
 
 func (a *actor) poke() {
@@ -280,7 +293,7 @@ func (w *worker) applyTarget(ids []string) {
 	slices.Sort(added)
 	// Claim the new syncs in batches before their actors start, so a cold
 	// start costs a few Txns rather than one per sync.
-	pre, err := w.claim(w.ctx, added)
+	pre, err := w.claim(added)
 	if err != nil {
 		w.c.log.Warn("batched claim failed; each sync retries on its own", "syncs", len(added), "error", err)
 	}
@@ -379,7 +392,7 @@ func (w *worker) runActor(a *actor, pre *claimResult) {
 		r := pre
 		pre = nil
 		if r == nil {
-			rs, err := w.claim(w.ctx, []string{a.id})
+			rs, err := w.claim([]string{a.id})
 			if err != nil {
 				if !w.wait(a, retry) {
 					continue
@@ -462,47 +475,23 @@ func (w *worker) wait(a *actor, d time.Duration) bool {
 
 // waitRelease waits for the holder of the sync's owner key to let go and
 // claims it then. It returns the claim result (nil when something else
-// needs a look: a poke, a broken watch, the end of the epoch) and whether
-// a release was seen.
-//
-// The watch starts at the current revision and the claim is tried again
-// once it is in place, so no release can slip between the two. A watch
-// from an older revision would be "unsynced" in etcd and delivered by a
-// background loop that runs only every 100 ms: that would be the whole
-// handoff gap.
+// needs a look: a poke, the end of the epoch) and whether a release was
+// seen. The wait is on the worker's shared owners/ watch (releaseWatch),
+// which starts at the current revision: the claim is tried again once it is
+// in place, so no release can slip between the two.
 func (w *worker) waitRelease(a *actor) (*claimResult, bool) {
-	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(w.ctx))
-	defer cancel()
-	ch := w.c.cli.Watch(ctx, w.c.keys.Owner(a.id), clientv3.WithCreatedNotify())
-	created := false
+	wt := w.releases.add(a.id)
+	defer w.releases.remove(a.id, wt)
 	for {
 		select {
-		case wr, ok := <-ch:
-			if !ok || wr.Err() != nil {
-				return nil, false
+		case <-wt.wake:
+			released := w.releases.sawDelete(wt)
+			rs, err := w.claim([]string{a.id})
+			if err != nil {
+				return nil, released
 			}
-			if wr.Created && !created {
-				created = true
-				rs, err := w.claim(w.ctx, []string{a.id})
-				if err != nil {
-					return nil, false
-				}
-				if r := rs[a.id]; r.holder == "" {
-					return r, false
-				}
-				continue
-			}
-			for _, ev := range wr.Events {
-				if ev.Type != mvccpb.DELETE {
-					continue
-				}
-				rs, err := w.claim(w.ctx, []string{a.id})
-				if err != nil {
-					return nil, true
-				}
-				if r := rs[a.id]; r.holder == "" {
-					return r, true
-				}
+			if r := rs[a.id]; r.holder == "" {
+				return r, released
 			}
 		case <-a.kick:
 			w.mu.Lock()
