@@ -113,7 +113,9 @@ func (w *worker) deleteOwner(id string, token int64) error {
 // releases) then cost a few Txns instead of one each: on a busy etcd the
 // handoff gap is the queue of those Txns. Each request is a nested Txn
 // with its own guard, so requests never fail each other; two requests on
-// one key never share a Txn (etcd rejects duplicate keys in a Txn).
+// one key never share a Txn (etcd rejects duplicate keys in a Txn). A
+// request stuck behind a Txn that does not return is sent in a Txn of its
+// own after hedgeAfter.
 type txnBatcher struct {
 	cli     clientv3.KV
 	ctx     context.Context // the Txns' parent: ends with the worker or session
@@ -134,27 +136,56 @@ const maxBatch = maxTxnOps - 2
 // rebalance of 90 syncs lost most of the gain.
 const maxBatchesInFlight = 1
 
+// hedgeAfter is how long a request waits in the queue behind a Txn in
+// flight before its caller sends the queue in a Txn of its own. A Txn
+// routed to an etcd member that stopped answering (a partition gRPC has not
+// noticed yet) only fails after the batcher's timeout, TTL/2; without the
+// hedge every claim or release of the worker would wait that long behind
+// it. A request is never sent twice, so a hedge on a merely slow Txn only
+// costs some batching.
+const hedgeAfter = 100 * time.Millisecond
+
 // batchReq is one nested Txn on one owner key and, once done is closed,
 // its outcome.
 type batchReq struct {
-	key  string
-	op   clientv3.Op
-	done chan struct{}
-	resp *clientv3.TxnResponse
-	rev  int64 // revision of the Txn that ran it
-	err  error
+	key   string
+	op    clientv3.Op
+	taken bool // in a Txn already; guarded by txnBatcher.mu
+	done  chan struct{}
+	resp  *clientv3.TxnResponse
+	rev   int64 // revision of the Txn that ran it
+	err   error
 }
 
 // do runs reqs and returns them with their outcome. A caller that finds
 // fewer than maxBatchesInFlight Txns in flight commits the queue, its own
-// requests and others', until it is empty; the others wait.
+// requests and others', until it is empty; the others wait, and hedge
+// (see hedgeAfter) if their requests are still queued after a while.
 func (b *txnBatcher) do(reqs []batchReq) []batchReq {
 	b.mu.Lock()
 	for i := range reqs {
 		reqs[i].done = make(chan struct{})
 		b.queue = append(b.queue, &reqs[i])
 	}
-	for len(b.queue) > 0 && b.inflight < maxBatchesInFlight {
+	b.commitLocked(maxBatchesInFlight)
+	b.mu.Unlock()
+	for i := range reqs {
+		for !waitFor(reqs[i].done, hedgeAfter) {
+			b.mu.Lock()
+			if !reqs[i].taken {
+				b.commitLocked(b.inflight + 1)
+			}
+			b.mu.Unlock()
+		}
+	}
+	return reqs
+}
+
+// commitLocked commits the queue, one Txn after another, while fewer than
+// limit Txns are in flight. b.mu is held on entry and on return, not while
+// a Txn is in flight.
+func (b *txnBatcher) commitLocked(limit int) {
+	for len(b.queue) > 0 && b.inflight < limit {
 		b.inflight++
 		// Requests made at the same instant (the revokes of one target
 		// change) get a chance to join this Txn.
@@ -167,11 +198,18 @@ func (b *txnBatcher) do(reqs []batchReq) []batchReq {
 		b.mu.Lock()
 		b.inflight--
 	}
-	b.mu.Unlock()
-	for i := range reqs {
-		<-reqs[i].done
+}
+
+// waitFor reports whether done closed within d.
+func waitFor(done <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
 	}
-	return reqs
 }
 
 // takeLocked removes up to maxBatch requests on distinct keys from the
@@ -182,6 +220,7 @@ func (b *txnBatcher) takeLocked() []*batchReq {
 	for _, r := range b.queue {
 		if len(batch) < maxBatch && !seen[r.key] {
 			seen[r.key] = true
+			r.taken = true
 			batch = append(batch, r)
 		} else {
 			rest = append(rest, r)
