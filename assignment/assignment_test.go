@@ -53,10 +53,10 @@ func (d *deadline) expire()              { d.set(time.Now().Add(-time.Millisecon
 func (d *deadline) fn() func() time.Time { return d.get }
 
 func TestNewClaimNeedsFencingFields(t *testing.T) {
-	cl := etcdtest.NewCluster(t, 1)
-	cli := cl.Client(t)
+	// NewClaim touches no etcd: any non-nil KV does.
+	kv := clientv3.NewKVFromKVClient(nil, nil)
 	dl := newDeadline(time.Minute)
-	ok := assignment.ClaimConfig{KV: cli, OwnerKey: "/o/s", Token: 5, Deadline: dl.fn(), Sync: assignment.Sync{ID: "s"}}
+	ok := assignment.ClaimConfig{KV: kv, OwnerKey: "/o/s", Token: 5, Deadline: dl.fn(), Sync: assignment.Sync{ID: "s"}}
 	_, err := assignment.NewClaim(ok)
 	require.NoError(t, err)
 	for name, mut := range map[string]func(*assignment.ClaimConfig){

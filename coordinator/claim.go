@@ -17,7 +17,6 @@ type claimResult struct {
 	claimed bool  // this member now holds owners/<sync> with token
 	token   int64 // create revision of the owner key (ours or the holder's)
 	mine    bool  // the owner key already belongs to this session (adopt it)
-	rev     int64 // revision the attempt read at: watch for release from rev+1
 
 	sync    assignment.Sync
 	syncErr error // the sync is gone or its spec cannot be read
@@ -51,7 +50,7 @@ func (w *worker) claim(ids []string) (map[string]*claimResult, error) {
 			return nil, fmt.Errorf("coordinator: claim: %w", res[i].err)
 		}
 		resp, rev := res[i].resp, res[i].rev
-		r := &claimResult{rev: rev}
+		r := &claimResult{}
 		syncKVs := resp.Responses[1].GetResponseRange().Kvs
 		if len(syncKVs) == 0 {
 			r.syncErr = fmt.Errorf("coordinator: sync %q does not exist", id)
