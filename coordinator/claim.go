@@ -22,6 +22,12 @@ type claimResult struct {
 	syncErr error // the sync is gone or its spec cannot be read
 
 	holder string // member holding the owner key when not claimed
+
+	// unknown: a claim was sent but its answer was an error or never
+	// came, so it may have gone through. Only the session's lease can
+	// tell: the actor claims again (and adopts the key as mine) or gives
+	// back whatever key of this sync is on the lease.
+	unknown bool
 }
 
 // claim tries to claim every sync in ids. Each sync is one nested Txn with
@@ -75,32 +81,18 @@ func (w *worker) claim(ids []string) (map[string]*claimResult, error) {
 	return out, nil
 }
 
-// release deletes the owner key of c, guarded by its token, so a key that
-// is no longer ours is never touched. It retries until it succeeds or the
-// session is at risk (an abandoned lease takes its keys with it).
-func (w *worker) release(c *assignment.Claim) {
-	delay := retryMin
-	for {
-		err := w.deleteOwner(c.ID(), c.Token())
-		if err == nil || w.sess.riskCtx.Err() != nil {
-			return
-		}
-		w.c.m.etcdError("release")
-		w.c.log.Warn("release failed, retrying", "sync", c.ID(), "token", c.Token(), "error", err)
-		if !sleepCtx(w.sess.riskCtx, delay) {
-			return
-		}
-		delay = min(2*delay, retryMax)
-	}
-}
-
-// deleteOwner deletes owners/<id> if it still has the given token. The
-// releases of concurrent revokes share Txns (see txnBatcher).
-func (w *worker) deleteOwner(id string, token int64) error {
+// deleteOwner deletes owners/<id> if it is still the key r claimed (its
+// token), or, for a claim whose outcome is unknown, if it is on this
+// session's lease. The releases of concurrent revokes share Txns (see
+// txnBatcher).
+func (w *worker) deleteOwner(id string, r *claimResult) error {
 	key := w.c.keys.Owner(id)
+	guard := clientv3.Compare(clientv3.CreateRevision(key), "=", r.token)
+	if r.unknown {
+		guard = clientv3.Compare(clientv3.LeaseValue(key), "=", w.sess.id)
+	}
 	res := w.releaseTxns.do([]batchReq{{key: key, op: clientv3.OpTxn(
-		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", token)},
-		[]clientv3.Op{clientv3.OpDelete(key)}, nil)}})
+		[]clientv3.Cmp{guard}, []clientv3.Op{clientv3.OpDelete(key)}, nil)}})
 	return res[0].err
 }
 

@@ -1,12 +1,15 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,13 +36,27 @@ type Coordinator struct {
 	log   *slog.Logger
 	m     *metrics
 
-	mu       sync.Mutex
-	joined   bool
-	draining bool
-	owned    map[string]*assignment.Claim
-	changed  chan struct{} // closed and replaced on every ownership change
-	w        *worker       // the current session's worker, nil between sessions
-	sess     *session
+	// mu guards the fields below it. Like every lock of the package it is
+	// a leaf (see worker): nothing that takes another lock, and no etcd
+	// request or callback, runs while it is held.
+	mu        sync.Mutex
+	joined    bool
+	owned     map[string]*assignment.Claim
+	changed   chan struct{} // closed and replaced on every ownership change
+	w         *worker       // the current session's worker, nil between sessions
+	rejoining bool          // a session was lost and the next one is not running yet
+
+	// draining is set by Drain, or by a drain written into the member key
+	// from outside; it is never cleared. The worker keeps the member key
+	// in line with it.
+	draining atomic.Bool
+
+	// callbacks counts the goroutines that run Handler callbacks (actors,
+	// Runner's run functions), by goroutine ID, so that Drain and Leave
+	// called on one of them fail instead of waiting for themselves,
+	// whatever ctx they are given. cbMu is a leaf.
+	cbMu      sync.Mutex
+	callbacks map[uint64]int
 
 	leaveOnce    sync.Once
 	leaveReq     context.Context // cancelled by Leave
@@ -84,16 +101,17 @@ func New(cli *clientv3.Client, group string, h Handler, opts ...Option) (*Coordi
 		return nil, fmt.Errorf("coordinator: register metrics: %w", err)
 	}
 	c := &Coordinator{
-		cli:     cli,
-		group:   group,
-		h:       h,
-		o:       o,
-		keys:    layout,
-		log:     o.logger.With("group", group, "member", o.memberID),
-		m:       m,
-		owned:   map[string]*assignment.Claim{},
-		changed: make(chan struct{}),
-		done:    make(chan struct{}),
+		cli:       cli,
+		group:     group,
+		h:         h,
+		o:         o,
+		keys:      layout,
+		log:       o.logger.With("group", group, "member", o.memberID),
+		m:         m,
+		owned:     map[string]*assignment.Claim{},
+		changed:   make(chan struct{}),
+		done:      make(chan struct{}),
+		callbacks: map[uint64]int{},
 	}
 	c.leaveReq, c.requestLeave = context.WithCancel(context.Background())
 	c.upd, _ = h.(Updater)
@@ -186,10 +204,7 @@ func (c *Coordinator) register(ctx context.Context) (*session, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.mu.Lock()
-		draining := c.draining
-		c.mu.Unlock()
-		ok, err := c.registerMember(ctx, sess, draining)
+		ok, err := c.registerMember(ctx, sess, c.draining.Load())
 		if ok {
 			return sess, nil
 		}
@@ -202,14 +217,16 @@ func (c *Coordinator) register(ctx context.Context) (*session, error) {
 	}
 }
 
-// registerMember creates members/<id> with the session's lease if absent.
+// registerMember creates members/<id> with the session's lease if absent
+// (or present without a lease: written by hand, it is no live session's).
 // It returns false with no error when the session was lost while waiting.
 func (c *Coordinator) registerMember(ctx context.Context, s *session, draining bool) (bool, error) {
 	key := c.keys.Member(c.o.memberID)
 	val := c.memberValue(draining)
 	for {
+		// An absent key's lease compares as 0.
 		resp, err := c.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			If(clientv3.Compare(clientv3.LeaseValue(key), "=", 0)).
 			Then(clientv3.OpPut(key, val, clientv3.WithLease(s.id))).
 			Else(clientv3.OpGet(key)).Commit()
 		if err != nil {
@@ -283,6 +300,10 @@ func (c *Coordinator) run(sess *session) {
 			c.log.Warn("stopped", "error", c.err)
 			return
 		}
+		c.mu.Lock()
+		c.rejoining = true
+		c.mu.Unlock()
+		c.notify()
 		c.log.Warn("session lost; joining again", "error", sess.Err())
 		// Rejoin until it works, Leave is called, or the client closes.
 		ctx, cancel := context.WithCancel(c.cli.Ctx())
@@ -324,7 +345,7 @@ func (c *Coordinator) epoch(sess *session) outcome {
 	ectx, cancel := context.WithCancel(context.Background())
 	w := newWorker(ectx, c, sess)
 	c.mu.Lock()
-	c.w, c.sess = w, sess
+	c.w, c.rejoining = w, false
 	c.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -352,7 +373,7 @@ func (c *Coordinator) epoch(sess *session) outcome {
 	cancel()
 	wg.Wait()
 	c.mu.Lock()
-	c.w, c.sess = nil, nil
+	c.w = nil
 	c.mu.Unlock()
 	c.notify()
 
@@ -402,25 +423,25 @@ func (c *Coordinator) Drain(ctx context.Context) error {
 	if err := c.checkCall(ctx); err != nil {
 		return err
 	}
-	c.mu.Lock()
-	c.draining = true
-	sess := c.sess
-	c.mu.Unlock()
-	if sess != nil {
-		key := c.keys.Member(c.o.memberID)
-		if _, err := c.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.LeaseValue(key), "=", sess.id)).
-			Then(clientv3.OpPut(key, c.memberValue(true), clientv3.WithLease(sess.id))).Commit(); err != nil {
-			return fmt.Errorf("coordinator: drain: %w", err)
-		}
+	return c.drain(ctx, false)
+}
+
+// drain marks the member draining (the worker writes it into the member
+// key) and waits until it is drained; for Leave, a member between sessions
+// also counts as drained: it owns nothing, and the session it had is gone.
+func (c *Coordinator) drain(ctx context.Context, leaving bool) error {
+	if !c.draining.Swap(true) {
 		c.log.Info("draining")
+	}
+	c.mu.Lock()
+	w := c.w
+	c.mu.Unlock()
+	if w != nil {
+		poke(w.memberKick)
 	}
 	for {
 		ch := c.changedCh()
-		c.mu.Lock()
-		idle := c.w != nil && c.w.idle() && len(c.owned) == 0
-		c.mu.Unlock()
-		if idle {
+		if c.drained(leaving) {
 			return nil
 		}
 		select {
@@ -431,6 +452,24 @@ func (c *Coordinator) Drain(ctx context.Context) error {
 			return ErrClosed
 		}
 	}
+}
+
+// drained reports whether the member owns nothing, and its worker has an
+// empty target, no actor, and a member key that says draining.
+func (c *Coordinator) drained(leaving bool) bool {
+	hook(testHooks.drainCheck)
+	c.mu.Lock()
+	w, owned, rejoining := c.w, len(c.owned), c.rejoining
+	c.mu.Unlock()
+	if owned > 0 {
+		return false
+	}
+	if w == nil {
+		return leaving && rejoining
+	}
+	// Until the member key says draining, the leader may target syncs
+	// here at any moment.
+	return w.idle() && w.drainShown.Load()
 }
 
 // Leave hands the member's syncs over and stops: it drains first when
@@ -491,7 +530,7 @@ func (c *Coordinator) drainForLeave(ctx context.Context) error {
 			}
 		}
 	}()
-	err := c.Drain(dctx)
+	err := c.drain(dctx, true)
 	cancel()
 	<-done
 	select {
@@ -503,7 +542,7 @@ func (c *Coordinator) drainForLeave(ctx context.Context) error {
 }
 
 func (c *Coordinator) checkCall(ctx context.Context) error {
-	if ctx.Value(callbackKey{}) != nil {
+	if ctx.Value(callbackKey{}) != nil || c.onCallbackGoroutine() {
 		return ErrCalledFromCallback
 	}
 	c.mu.Lock()
@@ -526,20 +565,14 @@ func (c *Coordinator) othersCanTakeOver(ctx context.Context) bool {
 	}
 	for _, kv := range resp.Kvs {
 		id, ok := keys.ID(c.keys.Members(), string(kv.Key))
-		if !ok || id == c.o.memberID {
-			continue
+		if !ok || id == c.o.memberID || kv.Lease == 0 {
+			continue // a key without a lease is no live member
 		}
 		if m, err := decodeMember(id, kv.Value); err == nil && !m.Draining {
 			return true
 		}
 	}
 	return false
-}
-
-func (c *Coordinator) isDraining() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.draining
 }
 
 func (c *Coordinator) shuttingDown() bool { return c.stopping.Load() }
@@ -579,8 +612,48 @@ func (c *Coordinator) removeOwned(cl *assignment.Claim) {
 }
 
 // callbackKey marks the contexts given to callbacks, so Drain and Leave
-// called from inside one fail instead of deadlocking.
+// called from inside one fail instead of deadlocking, even from another
+// goroutine the callback waits for.
 type callbackKey struct{}
+
+// enterCallbackGoroutine records that the calling goroutine runs callbacks
+// until the returned function is called.
+func (c *Coordinator) enterCallbackGoroutine() (leave func()) {
+	id := goroutineID()
+	c.cbMu.Lock()
+	c.callbacks[id]++
+	c.cbMu.Unlock()
+	return func() {
+		c.cbMu.Lock()
+		if c.callbacks[id]--; c.callbacks[id] == 0 {
+			delete(c.callbacks, id)
+		}
+		c.cbMu.Unlock()
+	}
+}
+
+func (c *Coordinator) onCallbackGoroutine() bool {
+	id := goroutineID()
+	c.cbMu.Lock()
+	defer c.cbMu.Unlock()
+	return c.callbacks[id] > 0
+}
+
+// goroutineID returns the ID of the calling goroutine, read from the first
+// line of its stack ("goroutine 123 [running]:"). Go offers no API for it
+// on purpose; it is used here only to refuse Drain and Leave on a callback
+// goroutine, which a ctx value cannot do when the callback passes another
+// ctx. Goroutine IDs are never reused.
+func goroutineID() uint64 {
+	var buf [64]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	b = bytes.TrimPrefix(b, []byte("goroutine "))
+	if i := bytes.IndexByte(b, ' '); i > 0 {
+		b = b[:i]
+	}
+	id, _ := strconv.ParseUint(string(b), 10, 64)
+	return id
+}
 
 func (c *Coordinator) callAssign(ctx context.Context, cl *assignment.Claim) (err error) {
 	defer func() {
@@ -591,7 +664,9 @@ func (c *Coordinator) callAssign(ctx context.Context, cl *assignment.Claim) (err
 			c.m.callbackError("assign")
 		}
 	}()
-	return c.h.OnAssign(context.WithValue(ctx, callbackKey{}, true), cl)
+	ctx = context.WithValue(ctx, callbackKey{}, true)
+	ctx = context.WithValue(ctx, callbackGoroutineKey{}, c.enterCallbackGoroutine)
+	return c.h.OnAssign(ctx, cl)
 }
 
 func (c *Coordinator) callUpdate(ctx context.Context, cl *assignment.Claim) {
@@ -622,7 +697,13 @@ func (c *Coordinator) revoke(s *session, cl *assignment.Claim, why assignment.Re
 	c.callRevoke(s.riskCtx, cl, why)
 	took := time.Since(start)
 	overrun := took > c.o.revokeTimeout
-	if overrun {
+	switch {
+	case s.riskCtx.Err() != nil && time.Now().After(cl.Deadline()):
+		// The lease came at risk while OnRevoke ran, and it did not stop
+		// by the deadline: another member may be running the sync.
+		c.log.Error("OnRevoke returned after the ownership deadline; only fencing protects downstream writes now",
+			"sync", cl.ID(), "token", cl.Token(), "reason", why.String(), "took", took)
+	case overrun:
 		c.log.Warn("OnRevoke overran the revoke timeout", "sync", cl.ID(), "token", cl.Token(), "reason", why.String(), "took", took)
 	}
 	c.m.revoked(why, overrun)

@@ -20,7 +20,10 @@ import (
 // A panic in a callback is recovered and treated as an error.
 //
 // Callbacks must not call Drain or Leave (they wait for revokes, and would
-// wait for themselves); such calls return ErrCalledFromCallback.
+// wait for themselves): such calls return ErrCalledFromCallback when made
+// on a callback's goroutine or a Runner's run goroutine, whatever ctx they
+// pass, or with a ctx derived from a callback's. A goroutine of your own
+// that a callback waits for cannot be recognised: do not call them there.
 type Handler interface {
 	// OnAssign is called once this member holds the sync's owner key. ctx is
 	// cancelled the moment ownership ends (before OnRevoke is called), so
@@ -70,6 +73,11 @@ func (h HandlerFuncs) OnRevoke(ctx context.Context, c *assignment.Claim, why ass
 	}
 }
 
+// callbackGoroutineKey carries, in the ctx given to OnAssign, the function
+// that marks the calling goroutine as one that runs callbacks (used by
+// Runner for its run goroutines), until the function it returns is called.
+type callbackGoroutineKey struct{}
+
 // failKey carries, in the ctx given to OnAssign, the function that reports
 // an asynchronous failure of the sync's work (used by Runner).
 type failKey struct{}
@@ -108,6 +116,9 @@ func (r *runner) OnAssign(ctx context.Context, c *assignment.Claim) error {
 	r.mu.Unlock()
 	go func() {
 		defer close(done)
+		if enter, ok := ctx.Value(callbackGoroutineKey{}).(func() func()); ok {
+			defer enter()()
+		}
 		err := r.safeRun(ctx, c)
 		if err != nil && ctx.Err() == nil {
 			reportFailure(ctx, err)

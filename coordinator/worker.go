@@ -1,11 +1,14 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -26,15 +29,25 @@ const (
 
 // worker is the member side of one session: it follows targets/<self> and
 // the specs of the syncs it holds, and keeps one actor per sync that it
-// should own or still owns.
+// should own or still holds an owner key of.
+//
+// Locks: worker.mu, Coordinator.mu, releaseWatch.mu, txnBatcher.mu and
+// session.mu are all leaves: no code takes one of them while it holds
+// another, or calls anything that may (a callback, an etcd request, a
+// blocking channel operation) while it holds one.
 type worker struct {
 	c    *Coordinator
 	sess *session
 	ctx  context.Context // ends with the session's epoch
 
-	mu      sync.Mutex
-	target  map[string]bool // sync IDs in targets/<self>
-	gone    map[string]bool // syncs seen deleted or with an unreadable spec
+	mu     sync.Mutex
+	target map[string]bool // sync IDs in targets/<self>
+	// gone holds the targeted syncs that cannot run here until their spec
+	// changes: deleted, or unreadable as last seen. It never holds a sync
+	// outside the target (applyTarget prunes it), and a reload re-reads
+	// the spec of every sync in it, so a fix or a re-add missed while a
+	// watch was broken is never missed for good.
+	gone    map[string]bool
 	actors  map[string]*actor
 	leaving bool
 	loaded  bool // the target has been read at least once
@@ -47,11 +60,24 @@ type worker struct {
 	claimTxns, releaseTxns *txnBatcher
 	// releases is the owners/ watch of the actors waiting for a holder.
 	releases *releaseWatch
+	// memberKick asks the worker to bring members/<self> up to date (a
+	// Drain was called).
+	memberKick chan struct{}
+	// suspectKick tells the worker that an actor gave back a claim whose
+	// outcome it never learned: etcd may still apply that claim after the
+	// delete that gave it back, so the worker looks for keys on its lease
+	// once more a TTL later (see reconcile).
+	suspectKick chan struct{}
+	// drainShown: the member key says draining, as this worker saw or
+	// wrote it.
+	drainShown atomic.Bool
 }
 
 // actor runs one sync's lifecycle on its own goroutine, so that callbacks
 // for one sync are serial and different syncs never wait for each other.
-// Its fields are guarded by worker.mu.
+// An actor stays in worker.actors until it holds no owner key, so a sync
+// never has two actors on one member: no key is adopted while its release
+// is pending. Its fields are guarded by worker.mu.
 type actor struct {
 	id      string
 	want    bool
@@ -67,71 +93,97 @@ func newWorker(ctx context.Context, c *Coordinator, s *session) *worker {
 		c: c, sess: s, ctx: ctx, target: map[string]bool{}, gone: map[string]bool{}, actors: map[string]*actor{},
 		claimTxns:   &txnBatcher{cli: c.cli, ctx: ctx, timeout: s.ttl / 2},
 		releaseTxns: &txnBatcher{cli: c.cli, ctx: s.riskCtx, timeout: s.ttl / 2},
+		memberKick:  make(chan struct{}, 1),
+		suspectKick: make(chan struct{}, 1),
 	}
 	w.releases = &releaseWatch{w: w, waiters: map[string]*releaseWaiter{}}
 	return w
 }
 
-func (a *actor) poke() {
+func (a *actor) poke() { poke(a.kick) }
+
+// poke sends on a channel of capacity 1 without blocking: a wake-up that
+// is already pending covers this one.
+func poke(ch chan struct{}) {
 	select {
-	case a.kick <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
 
 // run follows the target and spec watches until the epoch ends, then waits
-// for every actor.
+// for every actor. A load that fails, or watches that break again soon
+// after a reload, are retried with backoff rather than in a tight loop.
 func (w *worker) run() {
 	defer w.actorsWG.Wait()
-	delay := retryMin
+	var delay time.Duration
 	reload := false
 	for w.ctx.Err() == nil {
-		rev, err := w.load(reload)
-		if err != nil {
-			w.c.log.Warn("loading target failed, retrying", "error", err)
-			if !sleepCtx(w.ctx, delay) {
-				return
-			}
-			delay = min(2*delay, retryMax)
-			continue
+		if delay > 0 && !sleepCtx(w.ctx, delay) {
+			return
 		}
-		delay = retryMin
-		w.follow(rev)
-		reload = true
+		start := time.Now()
+		rev, err := w.load(reload)
+		switch {
+		case errors.Is(err, errMemberIDTaken):
+			w.memberTrouble(err)
+			return
+		case err != nil:
+			w.c.log.Warn("loading target failed, retrying", "error", err, "retry_in", max(delay, retryMin))
+		default:
+			w.follow(rev)
+			reload = true
+		}
+		if err == nil && time.Since(start) > retryMax {
+			delay = 0 // the watches held a while: this break is news
+		} else {
+			delay = max(retryMin, min(2*delay, retryMax))
+		}
 	}
 }
 
-// load reads targets/<self> (and, after a watch broke, the specs of every
-// sync with an actor, since the gap may have hidden changes) and applies
-// them; it returns the revision read at.
-func (w *worker) load(specs bool) (int64, error) {
-	var ids []string
-	if specs {
+// load reads targets/<self> and members/<self> and applies them; after a
+// watch broke (reload) it first re-reads the spec of every sync the member
+// has an opinion on (those with an actor, and those marked gone), since
+// the gap may have hidden changes, and gives every owner key on its lease
+// that no actor holds to an actor (reconcile). It returns the revision
+// read at.
+func (w *worker) load(reload bool) (int64, error) {
+	if reload {
+		if err := w.reconcile(); err != nil {
+			return 0, err
+		}
 		w.mu.Lock()
+		ids := make([]string, 0, len(w.actors)+len(w.gone))
 		for id := range w.actors {
 			ids = append(ids, id)
 		}
+		for id := range w.gone {
+			if w.actors[id] == nil {
+				ids = append(ids, id)
+			}
+		}
 		w.mu.Unlock()
-	}
-	// Specs in Txns of at most 127 reads, then the target last, so the
-	// revision returned covers everything read.
-	for start := 0; start < len(ids); start += 127 {
-		batch := ids[start:min(start+127, len(ids))]
-		ops := make([]clientv3.Op, len(batch))
-		for i, id := range batch {
-			ops[i] = clientv3.OpGet(w.c.keys.Sync(id))
-		}
-		resp, err := w.c.cli.Txn(w.ctx).Then(ops...).Commit()
-		if err != nil {
-			w.c.m.etcdError("load-specs")
-			return 0, err
-		}
-		for i, r := range resp.Responses {
-			kvs := r.GetResponseRange().Kvs
-			if len(kvs) == 1 {
-				w.applySpec(kvs[0], false)
-			} else {
-				w.applySpec(&mvccpb.KeyValue{Key: []byte(w.c.keys.Sync(batch[i]))}, true)
+		// Specs in Txns of at most 127 reads, before the target, so the
+		// revision returned covers everything read.
+		for start := 0; start < len(ids); start += 127 {
+			batch := ids[start:min(start+127, len(ids))]
+			ops := make([]clientv3.Op, len(batch))
+			for i, id := range batch {
+				ops[i] = clientv3.OpGet(w.c.keys.Sync(id))
+			}
+			resp, err := w.c.cli.Txn(w.ctx).Then(ops...).Commit()
+			if err != nil {
+				w.c.m.etcdError("load-specs")
+				return 0, err
+			}
+			for i, r := range resp.Responses {
+				kvs := r.GetResponseRange().Kvs
+				if len(kvs) == 1 {
+					w.applySpec(kvs[0], false)
+				} else {
+					w.applySpec(&mvccpb.KeyValue{Key: []byte(w.c.keys.Sync(batch[i]))}, true)
+				}
 			}
 		}
 	}
@@ -143,8 +195,12 @@ func (w *worker) load(specs bool) (int64, error) {
 		w.c.m.etcdError("load-target")
 		return 0, err
 	}
+	var member *mvccpb.KeyValue
 	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) == 1 {
-		w.applyMember(kvs[0])
+		member = kvs[0]
+	}
+	if err := w.keepMember(member); err != nil {
+		return 0, err
 	}
 	var target []string
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
@@ -158,18 +214,35 @@ func (w *worker) load(specs bool) (int64, error) {
 	return resp.Header.Revision, nil
 }
 
-// follow watches the target and the specs from rev+1 until a watch breaks
-// (compaction, lost etcd leader, closed channel) or the epoch ends.
+// follow watches the target, the member key and the specs from rev+1 until
+// a watch breaks (compaction, lost etcd leader, closed channel), the member
+// key cannot be kept, or the epoch ends.
 func (w *worker) follow(rev int64) {
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(w.ctx))
 	defer cancel()
 	tch := w.c.cli.Watch(ctx, w.c.keys.Target(w.c.o.memberID), clientv3.WithRev(rev+1))
 	mch := w.c.cli.Watch(ctx, w.c.keys.Member(w.c.o.memberID), clientv3.WithRev(rev+1))
 	sch := w.c.cli.Watch(ctx, w.c.keys.Syncs(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	var recheck <-chan time.Time
 	for {
 		select {
 		case <-w.ctx.Done():
 			return
+		case <-w.suspectKick:
+			if recheck == nil {
+				recheck = time.After(w.sess.ttl)
+			}
+		case <-recheck:
+			recheck = nil
+			if err := w.reconcile(); err != nil {
+				w.c.log.Info("looking for owner keys on the lease failed, reloading", "error", err)
+				return
+			}
+		case <-w.memberKick:
+			if err := w.keepMember(nil); err != nil {
+				w.memberTrouble(err)
+				return
+			}
 		case wr, ok := <-tch:
 			if !ok || wr.Err() != nil {
 				w.watchBroke("target", wr, ok)
@@ -192,8 +265,13 @@ func (w *worker) follow(rev int64) {
 				return
 			}
 			for _, ev := range wr.Events {
-				if ev.Type == mvccpb.PUT {
-					w.applyMember(ev.Kv)
+				kv := ev.Kv
+				if ev.Type == mvccpb.DELETE {
+					kv = nil
+				}
+				if err := w.keepMember(kv); err != nil {
+					w.memberTrouble(err)
+					return
 				}
 			}
 		case wr, ok := <-sch:
@@ -219,22 +297,91 @@ func (w *worker) watchBroke(what string, wr clientv3.WatchResponse, ok bool) {
 	w.c.log.Info("watch interrupted, reloading", "watch", what, "error", err)
 }
 
-// applyMember adopts a drain set on this member's key from outside (by an
-// operator's tool): revokes then say Draining, and the member stays
-// draining when it registers again after a lost session.
-func (w *worker) applyMember(kv *mvccpb.KeyValue) {
-	m, err := decodeMember(w.c.o.memberID, kv.Value)
-	if err != nil || !m.Draining || w.c.isDraining() {
+// memberTrouble ends the session when another one holds the member ID;
+// any other error makes the worker reload (and so try again).
+func (w *worker) memberTrouble(err error) {
+	if errors.Is(err, errMemberIDTaken) {
+		w.c.log.Error("member key taken by another session; starting a new session", "error", err)
+		w.sess.lose(err)
 		return
 	}
-	w.c.mu.Lock()
-	w.c.draining = true
-	w.c.mu.Unlock()
-	w.c.log.Info("draining, as asked through the member key")
+	w.c.log.Warn("updating the member key failed, reloading", "error", err)
 }
 
-// applySpec records a spec event for a sync this member has an actor for;
-// other syncs' events are dropped at once, so memory follows what is owned.
+// errMemberIDTaken: members/<self> is held by another lease.
+var errMemberIDTaken = errors.New("coordinator: member key held by another session")
+
+// keepMember makes members/<self> say what this member is, given the key as
+// last seen (nil: deleted, or to be read). It puts the key back on the
+// session's lease if it was deleted (an operator's mistake: a member
+// without a key gets no syncs, yet campaigns); it adopts a drain set from
+// outside and acknowledges it by writing the key itself (Admin.Drain waits
+// for that); and it writes the drain that Drain asked for. It returns
+// errMemberIDTaken when another lease holds the key.
+func (w *worker) keepMember(kv *mvccpb.KeyValue) error {
+	w.mu.Lock()
+	leaving := w.leaving
+	w.mu.Unlock()
+	if leaving {
+		return nil // Leave deletes the key: it must not come back
+	}
+	if kv != nil && kv.Lease != 0 {
+		if clientv3.LeaseID(kv.Lease) != w.sess.id {
+			return fmt.Errorf("%w: lease %x", errMemberIDTaken, kv.Lease)
+		}
+		m, err := decodeMember(w.c.o.memberID, kv.Value)
+		if err == nil && m.Draining && !w.c.draining.Load() {
+			w.c.draining.Store(true)
+			// Acknowledge it: Admin.Drain waits for the member's own write.
+			w.c.log.Info("draining, as asked through the member key")
+		} else if err == nil && m.Draining == w.c.draining.Load() {
+			w.showDrain(m.Draining)
+			return nil
+		}
+	}
+	key := w.c.keys.Member(w.c.o.memberID)
+	draining := w.c.draining.Load()
+	put := clientv3.OpPut(key, w.c.memberValue(draining), clientv3.WithLease(w.sess.id))
+	// Overwrite the key only while it is ours; else only if it is absent
+	// or has no lease (written by hand: no live session holds it). An
+	// absent key's lease compares as 0.
+	resp, err := w.c.cli.Txn(w.ctx).
+		If(clientv3.Compare(clientv3.LeaseValue(key), "=", w.sess.id)).
+		Then(put).
+		Else(clientv3.OpTxn(
+			[]clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(key), "=", 0)},
+			[]clientv3.Op{put},
+			[]clientv3.Op{clientv3.OpGet(key)})).Commit()
+	if err != nil {
+		w.c.m.etcdError("member")
+		return fmt.Errorf("coordinator: write member key: %w", err)
+	}
+	if !resp.Succeeded {
+		inner := resp.Responses[0].GetResponseTxn()
+		if !inner.Succeeded {
+			holder := int64(0)
+			if kvs := inner.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
+				holder = kvs[0].Lease
+			}
+			return fmt.Errorf("%w: lease %x", errMemberIDTaken, holder)
+		}
+		w.c.log.Warn("member key was deleted or overwritten by hand; registered again")
+	}
+	w.showDrain(draining)
+	return nil
+}
+
+// showDrain records whether the member key says draining, and wakes Drain.
+func (w *worker) showDrain(draining bool) {
+	if draining && !w.drainShown.Swap(true) {
+		w.c.notify()
+	}
+}
+
+// applySpec records a spec event: for a sync with an actor it updates the
+// actor; for a targeted sync without one it keeps or clears the gone mark,
+// and starts an actor once the spec can be run. Other syncs' events are
+// dropped at once, so memory follows what is owned.
 func (w *worker) applySpec(kv *mvccpb.KeyValue, deleted bool) {
 	id, ok := keys.ID(w.c.keys.Syncs(), string(kv.Key))
 	if !ok {
@@ -243,26 +390,38 @@ func (w *worker) applySpec(kv *mvccpb.KeyValue, deleted bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	a := w.actors[id]
-	if a == nil {
+	if a == nil && !w.target[id] {
+		return
+	}
+	var sy assignment.Sync
+	var err error
+	if deleted {
+		err = fmt.Errorf("coordinator: sync %q was deleted", id)
+	} else {
+		sy, err = decodeSync(id, kv.Value, kv.ModRevision)
+	}
+	switch {
+	case err != nil:
+		if a != nil && !deleted {
+			w.c.log.Error("owned sync has an invalid spec; revoking it", "sync", id, "error", err)
+		}
+		if w.target[id] {
+			w.gone[id] = true
+		}
+	default:
 		delete(w.gone, id)
-		if !deleted && w.target[id] && !w.leaving {
+		if a != nil && (a.spec == nil || sy.Revision > a.spec.Revision) {
+			a.spec = &sy
+			a.poke()
+		}
+	}
+	if a == nil {
+		if err == nil && !w.leaving && w.ctx.Err() == nil {
 			// A targeted sync whose spec was unreadable (or that was
 			// re-created) can run again.
 			w.spawnLocked(id, nil)
 		}
 		return
-	}
-	if deleted {
-		w.gone[id] = true
-	} else if sy, err := decodeSync(id, kv.Value, kv.ModRevision); err != nil {
-		w.c.log.Error("owned sync has an invalid spec; revoking it", "sync", id, "error", err)
-		w.gone[id] = true
-	} else {
-		delete(w.gone, id)
-		if a.spec == nil || sy.Revision > a.spec.Revision {
-			a.spec = &sy
-			a.poke()
-		}
 	}
 	w.updateWantLocked(a)
 }
@@ -276,18 +435,24 @@ func (w *worker) applyTarget(ids []string) {
 	w.mu.Lock()
 	w.loaded = true
 	w.target = next
+	for id := range w.gone {
+		if !next[id] {
+			delete(w.gone, id)
+		}
+	}
 	var added []string
 	for id := range next {
-		if w.actors[id] == nil {
+		if w.actors[id] == nil && !w.gone[id] {
 			added = append(added, id)
 		}
 	}
 	for _, a := range w.actors {
 		w.updateWantLocked(a)
 	}
+	leaving := w.leaving
 	w.mu.Unlock()
 	w.c.notify()
-	if len(added) == 0 {
+	if len(added) == 0 || leaving {
 		return
 	}
 	slices.Sort(added)
@@ -296,18 +461,24 @@ func (w *worker) applyTarget(ids []string) {
 	pre, err := w.claim(added)
 	if err != nil {
 		w.c.log.Warn("batched claim failed; each sync retries on its own", "syncs", len(added), "error", err)
+		// Any of them may have gone through: each actor finds out (it
+		// adopts the key, or gives it back).
+		pre = make(map[string]*claimResult, len(added))
+		for _, id := range added {
+			pre[id] = &claimResult{unknown: true}
+		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, id := range added {
-		if w.actors[id] == nil && w.ctx.Err() == nil {
+		if w.actors[id] == nil {
 			w.spawnLocked(id, pre[id])
 		}
 	}
 }
 
-// spawnLocked starts the actor of sync id; pre is the result of a batched
-// claim already made for it, if any.
+// spawnLocked starts the actor of sync id; pre is the result of a claim
+// already made for it, if any.
 func (w *worker) spawnLocked(id string, pre *claimResult) {
 	a := &actor{id: id, kick: make(chan struct{}, 1), since: time.Now()}
 	w.actors[id] = a
@@ -333,12 +504,15 @@ func (w *worker) updateWantLocked(a *actor) {
 }
 
 func (w *worker) reasonLocked(id string) assignment.RevokeReason {
+	if testHooks.revokeReason != nil {
+		testHooks.revokeReason(id)
+	}
 	switch {
 	case w.leaving:
 		return assignment.Leaving
 	case w.gone[id]:
 		return assignment.Removed
-	case w.c.isDraining():
+	case w.c.draining.Load():
 		return assignment.Draining
 	}
 	return assignment.Rebalanced
@@ -370,34 +544,47 @@ func (w *worker) actorCount() int {
 
 // runActor drives one sync: claim (or wait for the holder to release),
 // assign, follow spec changes, revoke, release; again while it is wanted.
-func (w *worker) runActor(a *actor, pre *claimResult) {
+// held is a claim the actor may hold the owner key of: it is given back
+// before the actor leaves the worker's map, never after.
+func (w *worker) runActor(a *actor, held *claimResult) {
 	defer w.actorsWG.Done()
 	defer w.c.notify()
+	stop := w.c.enterCallbackGoroutine()
+	defer stop()
+	if testHooks.actorStart != nil {
+		testHooks.actorStart(a.id)
+	}
 	backoff := failBackoffMin
 	retry := retryMin
 	var releasedAt time.Time
 	for {
 		w.mu.Lock()
-		if !a.want || w.ctx.Err() != nil {
+		want := a.want && w.ctx.Err() == nil && w.sess.riskCtx.Err() == nil
+		if !want && held == nil {
 			delete(w.actors, a.id)
 			w.mu.Unlock()
-			if pre != nil && (pre.claimed || pre.mine) {
-				w.releaseKey(a.id, pre.token)
-			}
 			return
 		}
 		since := a.since
 		w.mu.Unlock()
+		if !want {
+			if testHooks.giveBack != nil {
+				testHooks.giveBack(a.id)
+			}
+			w.giveBack(a.id, held)
+			held = nil
+			continue // the sync may be wanted again meanwhile
+		}
 
-		r := pre
-		pre = nil
-		if r == nil {
+		r := held
+		held = nil
+		if r == nil || r.unknown {
 			rs, err := w.claim([]string{a.id})
 			if err != nil {
-				if !w.wait(a, retry) {
-					continue
+				held = &claimResult{unknown: true} // it may have gone through
+				if w.wait(a, retry) {
+					retry = min(2*retry, retryMax)
 				}
-				retry = min(2*retry, retryMax)
 				continue
 			}
 			r = rs[a.id]
@@ -408,7 +595,7 @@ func (w *worker) runActor(a *actor, pre *claimResult) {
 			// Claimed a sync whose spec is unreadable (or that vanished):
 			// never hand it to the handler; give it back and wait for the
 			// leader to drop it from the target.
-			w.releaseKey(a.id, r.token)
+			held = r
 			w.markGone(a, r.syncErr)
 		case r.claimed || r.mine:
 			handoff := time.Duration(-1)
@@ -417,8 +604,9 @@ func (w *worker) runActor(a *actor, pre *claimResult) {
 			}
 			w.c.m.claimed(time.Since(since), handoff)
 			releasedAt = time.Time{}
-			why := w.own(a, r)
-			if why == assignment.LeaseLost || why == assignment.Shutdown {
+			why, released := w.own(a, r)
+			if !released {
+				// The lease is at risk or gone, and the key with it.
 				w.mu.Lock()
 				delete(w.actors, a.id)
 				w.mu.Unlock()
@@ -437,8 +625,12 @@ func (w *worker) runActor(a *actor, pre *claimResult) {
 			w.markGone(a, r.syncErr)
 		case r.holder != "":
 			releasedAt = time.Time{}
-			if next, released := w.waitRelease(a); next != nil {
-				pre = next
+			next, released, err := w.waitRelease(a)
+			switch {
+			case err != nil:
+				held = &claimResult{unknown: true}
+			case next != nil:
+				held = next
 				if released {
 					releasedAt = time.Now()
 				}
@@ -453,7 +645,9 @@ func (w *worker) runActor(a *actor, pre *claimResult) {
 func (w *worker) markGone(a *actor, err error) {
 	w.c.log.Warn("sync not runnable", "sync", a.id, "error", err)
 	w.mu.Lock()
-	w.gone[a.id] = true
+	if w.target[a.id] {
+		w.gone[a.id] = true
+	}
 	w.updateWantLocked(a)
 	w.mu.Unlock()
 }
@@ -475,11 +669,12 @@ func (w *worker) wait(a *actor, d time.Duration) bool {
 
 // waitRelease waits for the holder of the sync's owner key to let go and
 // claims it then. It returns the claim result (nil when something else
-// needs a look: a poke, the end of the epoch) and whether a release was
-// seen. The wait is on the worker's shared owners/ watch (releaseWatch),
-// which starts at the current revision: the claim is tried again once it is
-// in place, so no release can slip between the two.
-func (w *worker) waitRelease(a *actor) (*claimResult, bool) {
+// needs a look: a poke, the end of the epoch), whether a release was seen,
+// and the error of a claim whose outcome is unknown. The wait is on the
+// worker's shared owners/ watch (releaseWatch), which starts at the current
+// revision: the claim is tried again once it is in place, so no release can
+// slip between the two.
+func (w *worker) waitRelease(a *actor) (*claimResult, bool, error) {
 	wt := w.releases.add(a.id)
 	defer w.releases.remove(a.id, wt)
 	for {
@@ -488,27 +683,29 @@ func (w *worker) waitRelease(a *actor) (*claimResult, bool) {
 			released := w.releases.sawDelete(wt)
 			rs, err := w.claim([]string{a.id})
 			if err != nil {
-				return nil, released
+				return nil, released, err
 			}
 			if r := rs[a.id]; r.holder == "" {
-				return r, released
+				return r, released, nil
 			}
 		case <-a.kick:
 			w.mu.Lock()
 			want := a.want
 			w.mu.Unlock()
 			if !want {
-				return nil, false
+				return nil, false, nil
 			}
 		case <-w.ctx.Done():
-			return nil, false
+			return nil, false, nil
 		}
 	}
 }
 
 // own runs the claimed sync through the handler until ownership ends, and
-// releases it unless the lease is at risk; it returns why ownership ended.
-func (w *worker) own(a *actor, r *claimResult) assignment.RevokeReason {
+// gives the owner key back. It returns why ownership ended and whether the
+// key is gone: it is not when the lease is at risk or gone, or the client
+// closed (the lease then takes the key with it).
+func (w *worker) own(a *actor, r *claimResult) (assignment.RevokeReason, bool) {
 	c, err := assignment.NewClaim(assignment.ClaimConfig{
 		KV:            w.c.cli,
 		OwnerKey:      w.c.keys.Owner(a.id),
@@ -521,6 +718,12 @@ func (w *worker) own(a *actor, r *claimResult) assignment.RevokeReason {
 	if err != nil { // cannot happen: every field is set above
 		panic(err)
 	}
+	if testHooks.beforeAssign != nil {
+		testHooks.beforeAssign(a.id, w.sess.Lost())
+	}
+	if !w.mayAssign() {
+		return w.lostReason(), w.giveBack(a.id, r)
+	}
 	w.mu.Lock()
 	if a.spec == nil || a.spec.Revision < r.sync.Revision {
 		a.spec = &r.sync
@@ -530,12 +733,19 @@ func (w *worker) own(a *actor, r *claimResult) assignment.RevokeReason {
 	log := w.c.log.With("sync", a.id, "token", c.Token())
 	w.c.addOwned(c)
 	why := w.hold(a, c, log)
-	if why != assignment.LeaseLost && why != assignment.Shutdown {
-		w.release(c)
-	}
+	// Given back in every case: after a lease-lost revoke the attempt
+	// ends at once (the lease is abandoned and takes the key with it).
+	released := w.giveBack(a.id, r)
 	w.c.removeOwned(c)
 	log.Info("released", "reason", why.String())
-	return why
+	return why, released
+}
+
+// mayAssign reports whether OnAssign may start: not once the lease is at
+// risk (deadline - RevokeTimeout), when the member could no longer be sure
+// to stop the work by its deadline.
+func (w *worker) mayAssign() bool {
+	return w.sess.riskCtx.Err() == nil && time.Now().Before(w.sess.atRiskAt())
 }
 
 // hold calls OnAssign, then waits for a reason to end ownership, handling
@@ -567,11 +777,20 @@ func (w *worker) hold(a *actor, c *assignment.Claim, log *slog.Logger) assignmen
 			return why
 		}
 		c.SetSync(respec)
+		if testHooks.beforeAssign != nil {
+			testHooks.beforeAssign(a.id, w.sess.Lost())
+		}
+		if !w.mayAssign() {
+			return w.lostReason()
+		}
 	}
 }
 
 // ownedLoop waits while the sync is owned; it returns why ownership ends
-// and, for SpecChanged, the new spec.
+// and, for SpecChanged, the new spec. Only a change of the spec itself
+// reaches the handler: a Put of the same spec, or of a new weight or new
+// labels only (the leader's business: they may move the sync, which then
+// comes as a revoke), updates the claim's Sync silently.
 func (w *worker) ownedLoop(a *actor, c *assignment.Claim, octx context.Context, log *slog.Logger) (assignment.RevokeReason, assignment.Sync) {
 	for {
 		select {
@@ -593,6 +812,10 @@ func (w *worker) ownedLoop(a *actor, c *assignment.Claim, octx context.Context, 
 			w.c.m.callbackError("run")
 			return assignment.Failed, assignment.Sync{}
 		case spec != nil && spec.Revision > c.Sync().Revision:
+			if bytes.Equal(spec.Spec, c.Sync().Spec) {
+				c.SetSync(*spec)
+				continue
+			}
 			if w.c.upd == nil {
 				return assignment.SpecChanged, *spec
 			}
@@ -612,12 +835,60 @@ func (w *worker) lostReason() assignment.RevokeReason {
 	return assignment.LeaseLost
 }
 
-// releaseKey deletes an owner key of this session that never reached the
-// handler; if that fails the lease frees it.
-func (w *worker) releaseKey(id string, token int64) {
-	if err := w.deleteOwner(id, token); err != nil {
-		w.c.log.Warn("release of unrunnable sync failed; the lease will free it", "sync", id, "error", err)
+// giveBack deletes the owner key an actor holds, or may hold (a claim
+// whose outcome it never learned), and reports whether it is gone. It
+// retries until the delete goes through; it gives up only when the
+// session is at risk or the client closed, since then the lease is
+// abandoned and takes the key with it. A key held for sure is deleted only
+// with its token; a key that may be held, only while it is on this
+// session's lease, which no other actor of this sync can hold meanwhile
+// (an actor leaves the worker's map only after this).
+func (w *worker) giveBack(id string, r *claimResult) bool {
+	delay := retryMin
+	for {
+		err := w.deleteOwner(id, r)
+		if err == nil {
+			if r.unknown {
+				// etcd may still apply the claim after this delete.
+				poke(w.suspectKick)
+			}
+			return true
+		}
+		if w.sess.riskCtx.Err() != nil || w.c.cli.Ctx().Err() != nil {
+			return false
+		}
+		w.c.m.etcdError("release")
+		w.c.log.Warn("release failed, retrying", "sync", id, "token", r.token, "error", err)
+		if !sleepCtx(w.sess.riskCtx, delay) {
+			return false
+		}
+		delay = min(2*delay, retryMax)
 	}
+}
+
+// reconcile gives every owner key on this session's lease that no actor
+// holds to a new actor, which adopts it if the sync is targeted here and
+// gives it back otherwise. Such a key is left by a claim that etcd applied
+// although its answer was an error or never came (possibly after the
+// actor had given it back), and nothing else would ever free it while the
+// member lives: a member the sync moves to would wait for it for good.
+func (w *worker) reconcile() error {
+	resp, err := w.c.cli.TimeToLive(w.ctx, w.sess.id, clientv3.WithAttachedKeys())
+	if err != nil {
+		w.c.m.etcdError("lease-keys")
+		return fmt.Errorf("coordinator: keys on the lease: %w", err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, k := range resp.Keys {
+		id, ok := keys.ID(w.c.keys.Owners(), string(k))
+		if !ok || w.actors[id] != nil {
+			continue
+		}
+		w.c.log.Warn("owner key on this member's lease with no sync running; adopting or releasing it", "sync", id)
+		w.spawnLocked(id, &claimResult{unknown: true})
+	}
+	return nil
 }
 
 // sleepCtx sleeps for d; false if ctx ended first.
