@@ -315,8 +315,9 @@ var errMemberIDTaken = errors.New("coordinator: member key held by another sessi
 // last seen (nil: deleted, or to be read). It puts the key back on the
 // session's lease if it was deleted (an operator's mistake: a member
 // without a key gets no syncs, yet campaigns); it adopts a drain set from
-// outside and acknowledges it by writing the key itself (Admin.Drain waits
-// for that); and it writes the drain that Drain asked for. It returns
+// outside (Admin.Drain) and acknowledges it by writing the key itself,
+// which Admin.Drain waits for; and it writes the drain that Drain asked
+// for. It returns
 // errMemberIDTaken when another lease holds the key.
 func (w *worker) keepMember(kv *mvccpb.KeyValue) error {
 	w.mu.Lock()
@@ -334,7 +335,7 @@ func (w *worker) keepMember(kv *mvccpb.KeyValue) error {
 			w.c.draining.Store(true)
 			// Acknowledge it: Admin.Drain waits for the member's own write.
 			w.c.log.Info("draining, as asked through the member key")
-		} else if err == nil && m.Draining == w.c.draining.Load() {
+		} else if err == nil && m.Draining == w.c.draining.Load() && !drainRequested(kv.Value) {
 			w.showDrain(m.Draining)
 			return nil
 		}

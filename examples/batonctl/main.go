@@ -148,15 +148,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("batonctl: %w", err)
 		}
 		cmd = func(ctx context.Context, cli *clientv3.Client) error {
-			already, err := drain(ctx, cli, layout.Member(member))
+			admin, err := coordinator.NewAdmin(cli, cfg.group, coordinator.WithPrefix(cfg.prefix))
+			if err != nil {
+				return fmt.Errorf("batonctl: %w", err)
+			}
+			st, err := admin.Describe(ctx)
 			if err != nil {
 				return fmt.Errorf("batonctl: drain %s: %w", member, err)
 			}
-			if already {
-				fmt.Fprintf(stdout, "%s was already draining\n", member)
-			} else {
-				fmt.Fprintf(stdout, "%s is draining: the leader moves its syncs away (watch with describe)\n", member)
+			for _, m := range st.Members {
+				if m.ID == member && m.Draining {
+					fmt.Fprintf(stdout, "%s was already draining\n", member)
+					return nil
+				}
 			}
+			// Drain returns once the member has acknowledged: a drain
+			// written just as the member's session ends is asked again of
+			// its next registration, never reported and then lost.
+			if err := admin.Drain(ctx, member); err != nil {
+				return fmt.Errorf("batonctl: drain %s: %w", member, err)
+			}
+			fmt.Fprintf(stdout, "%s is draining: the leader moves its syncs away (watch with describe)\n", member)
 			return nil
 		}
 	case "syncs":
@@ -209,56 +221,6 @@ func dial(cfg config) (*clientv3.Client, error) {
 	return cli, nil
 }
 
-// drain sets "draining": true in the member key, keeping everything else in
-// it. The write is a Txn guarded by the key's mod revision, so it lands
-// only on the exact record it read: never on a key that expired with its
-// lease meanwhile (which would revive a dead member without a lease), nor
-// over a newer record the member wrote itself (a re-registration). It is
-// put with the key's own lease, so the flag dies with the member's session.
-// A lost race is retried on a fresh read. It reports whether the member was
-// draining already.
-func drain(ctx context.Context, cli *clientv3.Client, key string) (bool, error) {
-	for attempt := 0; ; attempt++ {
-		resp, err := cli.Get(ctx, key)
-		if err != nil {
-			return false, err
-		}
-		if len(resp.Kvs) == 0 {
-			return false, errors.New("no such live member")
-		}
-		kv := resp.Kvs[0]
-		// Keep every field, known or not, as the member wrote it.
-		var rec map[string]json.RawMessage
-		if err := json.Unmarshal(kv.Value, &rec); err != nil {
-			return false, fmt.Errorf("member record is not a JSON object: %w", err)
-		}
-		if string(rec["draining"]) == "true" {
-			return true, nil
-		}
-		rec["draining"] = json.RawMessage("true")
-		val, err := json.Marshal(rec)
-		if err != nil {
-			return false, err
-		}
-		put := clientv3.OpPut(key, string(val))
-		if kv.Lease != 0 {
-			put = clientv3.OpPut(key, string(val), clientv3.WithLease(clientv3.LeaseID(kv.Lease)))
-		}
-		tr, err := cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision),
-				clientv3.Compare(clientv3.LeaseValue(key), "=", clientv3.LeaseID(kv.Lease))).
-			Then(put).Commit()
-		if err != nil {
-			return false, err
-		}
-		if tr.Succeeded {
-			return false, nil
-		}
-		if attempt >= 10 {
-			return false, errors.New("the member record keeps changing; try again")
-		}
-	}
-}
 
 // syncEnvelope is the stored form of a sync (DESIGN.md's key layout), read
 // so that "syncs put" can keep the fields not given.

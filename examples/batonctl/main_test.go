@@ -232,3 +232,63 @@ func TestDrainRace(t *testing.T) {
 	require.Equal(t, true, rec["draining"])
 	require.EqualValues(t, 1, rec["weight"])
 }
+
+// A drain written while the member is cut off, on a record its lease is
+// about to take with it, must not be reported done and then lost: the tool
+// waits for the member to acknowledge the drain (its own write of the
+// flag), and drains the member's new registration if the old one went
+// before it could. Before the fix the tool said "draining" at once and the
+// member came back without the flag.
+func TestDrainSurvivesTheMembersSessionLoss(t *testing.T) {
+	cluster := etcdtest.NewCluster(t, 3)
+	const g = "lost"
+	// m reaches etcd only through member 0; the tool through 1 and 2.
+	co, err := coordinator.New(cluster.ClientTo(t, 0), g, coordinator.HandlerFuncs{},
+		coordinator.WithMemberID("m"), coordinator.WithTTL(time.Second), coordinator.WithSettle(50*time.Millisecond))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, co.Join(ctx))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = co.Leave(ctx)
+	})
+	tool := []string{cluster.Endpoint(1), cluster.Endpoint(2)}
+	waitStatus(t, tool, g, "m registered", func(st *coordinator.GroupStatus) bool { return len(st.Members) == 1 })
+
+	cluster.Blackhole(0)
+	cluster.DropConnections(0)
+	drained := make(chan error, 1)
+	go func() {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), []string{"-endpoints", strings.Join(tool, ","), "-timeout", "30s", "-group", g, "drain", "m"}, &out, &errOut)
+		drained <- errors.Join(err, errors.New(errOut.String()))
+	}()
+	waitStatus(t, tool, g, "m's lease expired", func(st *coordinator.GroupStatus) bool { return len(st.Members) == 0 })
+	cluster.Unblackhole(0)
+	select {
+	case err := <-drained:
+		require.NoError(t, errors.Unwrap(err))
+	case <-time.After(40 * time.Second):
+		t.Fatal("the drain did not return")
+	}
+	waitStatus(t, tool, g, "m back and draining", func(st *coordinator.GroupStatus) bool {
+		return len(st.Members) == 1 && st.Members[0].Draining
+	})
+}
+
+// A member key whose value is JSON null (written by hand) is not a member
+// record: the tool says so. Before the fix it panicked (nil map).
+func TestDrainOfANullMemberRecord(t *testing.T) {
+	eps := etcdtest.Embedded(t)
+	cli := etcdtest.NewClient(t, eps)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	lease, err := cli.Grant(ctx, 30)
+	require.NoError(t, err)
+	_, err = cli.Put(ctx, "/baton/nul/members/x", "null", clientv3.WithLease(lease.ID))
+	require.NoError(t, err)
+	_, _, err = ctl(t, eps, "-group", "nul", "drain", "x")
+	require.Error(t, err)
+}

@@ -1,0 +1,190 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/baton-go/baton/internal/keys"
+)
+
+// Admin is the operator's side of a group: it reads the group's status
+// and asks members to drain, from outside the group (it needs no
+// membership).
+type Admin struct {
+	cli   *clientv3.Client
+	group string
+	o     options
+	keys  keys.Layout
+}
+
+// ErrNoSuchMember is returned by Admin.Drain for a member ID that no live
+// member holds.
+var ErrNoSuchMember = errors.New("coordinator: no such live member")
+
+// NewAdmin returns an Admin for group. Only WithPrefix and WithLogger
+// mean something to it: any other option is an error, as is an invalid
+// group or prefix or a nil client.
+func NewAdmin(cli *clientv3.Client, group string, opts ...Option) (*Admin, error) {
+	if cli == nil {
+		return nil, errors.New("coordinator: NewAdmin: nil etcd client")
+	}
+	o := buildOptions(opts)
+	if err := o.validate(false); err != nil {
+		return nil, err
+	}
+	d := defaultOptions()
+	var unusable []string
+	for name, set := range map[string]bool{
+		"WithMemberID":      o.memberID != d.memberID,
+		"WithWeight":        o.weight != d.weight,
+		"WithLabels":        o.labels != nil,
+		"WithTTL":           o.ttl != d.ttl,
+		"WithBalancer":      o.balancer != nil,
+		"WithSettle":        o.settle != d.settle,
+		"WithRevokeTimeout": o.revokeTimeout != d.revokeTimeout,
+		"WithMetrics":       o.registerer != nil,
+	} {
+		if set {
+			unusable = append(unusable, name)
+		}
+	}
+	if len(unusable) > 0 {
+		slices.Sort(unusable)
+		return nil, fmt.Errorf("coordinator: NewAdmin: options %v have no meaning for an admin", unusable)
+	}
+	k, err := keys.New(o.prefix, group)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: NewAdmin: %w", err)
+	}
+	return &Admin{cli: cli, group: group, o: o, keys: k}, nil
+}
+
+// Describe reads the status of the group, as Describe does.
+func (a *Admin) Describe(ctx context.Context) (*GroupStatus, error) {
+	return Describe(ctx, a.cli, a.group, WithPrefix(a.o.prefix))
+}
+
+// drainRequest is the field Admin.Drain adds to a member record: the member
+// answers by writing its record itself, without it (see worker.keepMember).
+const drainRequest = "drain_requested"
+
+// Drain asks member to drain: the leader moves every sync away from it, and
+// it stays draining until it leaves. It returns once the member has
+// acknowledged the request by writing its own record with the flag, so a
+// request written on a record that the member's lease takes away before
+// the member saw it (a session lost at that moment) is made again on the
+// member's next registration, never reported done and then lost. It
+// returns ErrNoSuchMember if no live member holds the ID, and ctx's error
+// if the member does not acknowledge in time (it may be cut off from etcd,
+// or too old to know the request). Draining a member that drains already
+// returns nil at once.
+func (a *Admin) Drain(ctx context.Context, member string) error {
+	if err := keys.ValidateID("member", member); err != nil {
+		return fmt.Errorf("coordinator: drain: %w", err)
+	}
+	key := a.keys.Member(member)
+	resp, err := a.cli.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("coordinator: drain %q: %w", member, err)
+	}
+	if len(resp.Kvs) == 0 || resp.Kvs[0].Lease == 0 {
+		return fmt.Errorf("%w: %q", ErrNoSuchMember, member)
+	}
+	kv := resp.Kvs[0]
+	// Watch from the record read, so no later write of it is missed.
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	events := a.cli.Watch(wctx, key, clientv3.WithRev(kv.ModRevision+1))
+	for {
+		if kv != nil {
+			done, err := a.requestDrain(ctx, key, kv)
+			if err != nil || done {
+				return err
+			}
+		}
+		// Wait for the member's answer, or for a record to ask again.
+		kv = nil
+		for kv == nil {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("coordinator: drain %q: the member did not acknowledge: %w", member, ctx.Err())
+			case wr, ok := <-events:
+				if !ok || wr.Err() != nil {
+					err := errors.New("watch closed")
+					if ok {
+						err = wr.Err()
+					}
+					if ctx.Err() != nil {
+						err = ctx.Err()
+					}
+					return fmt.Errorf("coordinator: drain %q: the member did not acknowledge: %w", member, err)
+				}
+				for _, ev := range wr.Events {
+					if ev.Type == mvccpb.PUT && ev.Kv.Lease != 0 {
+						kv = ev.Kv // the newest write decides
+					}
+				}
+			}
+		}
+	}
+}
+
+// requestDrain looks at one record of the member: done if the member
+// itself says it drains, else it writes the request on that exact record
+// (same mod revision, same lease: never on a key that expired meanwhile,
+// which would revive a dead member, nor over a newer record), unless it is
+// there already.
+func (a *Admin) requestDrain(ctx context.Context, key string, kv *mvccpb.KeyValue) (bool, error) {
+	rec, err := memberFields(kv.Value)
+	if err != nil {
+		return false, fmt.Errorf("coordinator: drain: %s is not a member record: %w", key, err)
+	}
+	requested := string(rec[drainRequest]) == "true"
+	if string(rec["draining"]) == "true" && !requested {
+		return true, nil
+	}
+	if requested {
+		return false, nil // asked already: wait for the answer
+	}
+	rec["draining"] = json.RawMessage("true")
+	rec[drainRequest] = json.RawMessage("true")
+	val, err := json.Marshal(rec)
+	if err != nil {
+		return false, err
+	}
+	// A lost race (the member wrote its record meanwhile) shows up on the
+	// watch, which decides what comes next.
+	if _, err := a.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision),
+			clientv3.Compare(clientv3.LeaseValue(key), "=", clientv3.LeaseID(kv.Lease))).
+		Then(clientv3.OpPut(key, string(val), clientv3.WithLease(clientv3.LeaseID(kv.Lease)))).Commit(); err != nil {
+		return false, fmt.Errorf("coordinator: drain: write %s: %w", key, err)
+	}
+	return false, nil
+}
+
+// memberFields decodes a member record into its fields, keeping any the
+// code does not know.
+func memberFields(value []byte) (map[string]json.RawMessage, error) {
+	var rec map[string]json.RawMessage
+	if err := json.Unmarshal(value, &rec); err != nil {
+		return nil, err
+	}
+	if rec == nil {
+		return nil, errors.New("null")
+	}
+	return rec, nil
+}
+
+// drainRequested reports whether a member record carries Admin.Drain's
+// request, which the member answers by writing its record itself.
+func drainRequested(value []byte) bool {
+	rec, err := memberFields(value)
+	return err == nil && string(rec[drainRequest]) == "true"
+}
