@@ -221,7 +221,6 @@ func dial(cfg config) (*clientv3.Client, error) {
 	return cli, nil
 }
 
-
 // syncEnvelope is the stored form of a sync (DESIGN.md's key layout), read
 // so that "syncs put" can keep the fields not given.
 type syncEnvelope struct {
