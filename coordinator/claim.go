@@ -30,6 +30,9 @@ type claimResult struct {
 	unknown bool
 }
 
+// mayHold reports whether the owner key may be this session's after r.
+func (r *claimResult) mayHold() bool { return r != nil && (r.claimed || r.mine || r.unknown) }
+
 // claim tries to claim every sync in ids. Each sync is one nested Txn with
 // its own guard (claim if free, else read the holder), so one held sync
 // never fails the others' claims; the nested Txns of every claim the

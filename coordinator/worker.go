@@ -561,7 +561,7 @@ func (w *worker) runActor(a *actor, held *claimResult) {
 	for {
 		w.mu.Lock()
 		want := a.want && w.ctx.Err() == nil && w.sess.riskCtx.Err() == nil
-		if !want && held == nil {
+		if !want && !held.mayHold() {
 			delete(w.actors, a.id)
 			w.mu.Unlock()
 			return
