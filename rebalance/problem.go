@@ -133,74 +133,142 @@ type groupBuilder struct {
 	byRequirements map[string]int32 // encoded requirements -> group (or -1)
 	byCandidates   map[string]int32 // encoded candidate set -> group
 	unconstrained  int32            // group of syncs without requirements; -2 until computed
-	labelIndex     map[string]map[string][]int32
+	columns        map[string]*labelColumn
+	eligibleMemo   map[string][]int32 // encoded requirements, rarest first -> eligible members
 	key            []byte
+	ends           []int
+	byRarity       []requirement
+	cols           []*labelColumn
+}
+
+// labelColumn is one member label, indexed both ways: each member's value
+// and, per value, the members that have it.
+type labelColumn struct {
+	ids     map[string]int32 // value -> id
+	of      []int32          // member -> value id, -1 without the label
+	members [][]int32        // value id -> members with that value, ascending
+}
+
+func (b *groupBuilder) column(name string) *labelColumn {
+	if c, ok := b.columns[name]; ok {
+		return c
+	}
+	c := &labelColumn{ids: map[string]int32{}, of: make([]int32, len(b.p.members))}
+	for m, mem := range b.p.members {
+		v, ok := mem.Labels[name]
+		if !ok {
+			c.of[m] = -1
+			continue
+		}
+		id, ok := c.ids[v]
+		if !ok {
+			id = int32(len(c.members))
+			c.ids[v] = id
+			c.members = append(c.members, nil)
+		}
+		c.of[m] = id
+		c.members[id] = append(c.members[id], int32(m))
+	}
+	if b.columns == nil {
+		b.columns = map[string]*labelColumn{}
+	}
+	b.columns[name] = c
+	return c
 }
 
 func (b *groupBuilder) groupOf(reqs []requirement) int32 {
 	if len(reqs) == 0 {
 		if b.unconstrained == -2 {
-			b.unconstrained = b.intern(b.candidates(nil))
+			all := make([]int32, len(b.p.members))
+			for i := range all {
+				all[i] = int32(i)
+			}
+			b.unconstrained = b.intern(b.candidates(all))
 		}
 		return b.unconstrained
 	}
-	b.key = b.key[:0]
-	for _, r := range reqs {
-		b.key = binary.AppendUvarint(b.key, uint64(len(r.name)))
-		b.key = append(b.key, r.name...)
-		b.key = binary.AppendUvarint(b.key, uint64(len(r.value)))
-		b.key = append(b.key, r.value...)
-	}
+	b.key = appendRequirements(b.key[:0], reqs)
 	if g, ok := b.byRequirements[string(b.key)]; ok {
 		return g
 	}
 	key := string(b.key)
-	g := b.intern(b.candidates(reqs))
+	g := b.intern(b.candidates(b.eligible(reqs)))
 	b.byRequirements[key] = g
 	return g
 }
 
-// candidates lists the members eligible for reqs: the non-draining ones if
-// there are any, else the draining ones. Draining members therefore take a
-// sync only when nobody else can, and keep it running until somebody can.
-func (b *groupBuilder) candidates(reqs []requirement) (members []int32, draining bool) {
-	var eligible []int32
-	if len(reqs) == 0 {
-		eligible = make([]int32, len(b.p.members))
-		for i := range eligible {
-			eligible[i] = int32(i)
+func appendRequirements(key []byte, reqs []requirement) []byte {
+	for _, r := range reqs {
+		key = binary.AppendUvarint(key, uint64(len(r.name)))
+		key = append(key, r.name...)
+		key = binary.AppendUvarint(key, uint64(len(r.value)))
+		key = append(key, r.value...)
+	}
+	return key
+}
+
+// eligible returns, ascending, the members that meet every requirement in
+// reqs. It runs once per distinct set of requirements and is most of the
+// work per set, so it avoids a map lookup per member and requirement: it
+// starts from the members with the rarest required value and keeps those
+// whose label columns match the other requirements, one requirement at a
+// time. Each step's result is remembered under its prefix of requirements
+// (rarest first), which sets of requirements tend to share, so a new set
+// usually costs one pass over the short list of its longest known prefix.
+func (b *groupBuilder) eligible(reqs []requirement) []int32 {
+	b.byRarity = append(b.byRarity[:0], reqs...)
+	size := func(r requirement) int {
+		c := b.column(r.name)
+		if id, ok := c.ids[r.value]; ok {
+			return len(c.members[id])
 		}
-	} else {
-		if b.labelIndex == nil {
-			b.labelIndex = map[string]map[string][]int32{}
-			for i, m := range b.p.members {
-				for k, v := range m.Labels {
-					if b.labelIndex[k] == nil {
-						b.labelIndex[k] = map[string][]int32{}
-					}
-					b.labelIndex[k][v] = append(b.labelIndex[k][v], int32(i))
-				}
-			}
-		}
-		// Start from the rarest requirement and check the others per member.
-		shortest := -1
-		for i, r := range reqs {
-			l := b.labelIndex[r.name][r.value]
-			if shortest < 0 || len(l) < len(b.labelIndex[reqs[shortest].name][reqs[shortest].value]) {
-				shortest = i
-			}
-		}
-	next:
-		for _, m := range b.labelIndex[reqs[shortest].name][reqs[shortest].value] {
-			labels := b.p.members[m].Labels
-			for _, r := range reqs {
-				if v, ok := labels[r.name]; !ok || v != r.value {
-					continue next
-				}
-			}
-			eligible = append(eligible, m)
+		return 0
+	}
+	slices.SortStableFunc(b.byRarity, func(x, y requirement) int { return cmp.Compare(size(x), size(y)) })
+	b.key, b.ends, b.cols = b.key[:0], b.ends[:0], b.cols[:0]
+	for i, r := range b.byRarity {
+		b.key = appendRequirements(b.key, b.byRarity[i:i+1])
+		b.ends = append(b.ends, len(b.key))
+		b.cols = append(b.cols, b.column(r.name))
+	}
+	id, ok := b.cols[0].ids[b.byRarity[0].value]
+	if !ok {
+		return nil // no member has the rarest required value
+	}
+	// Start from the longest remembered prefix, else from the members with
+	// the rarest value.
+	known, list := 1, b.cols[0].members[id]
+	for k := len(b.byRarity); k > 1; k-- {
+		if l, ok := b.eligibleMemo[string(b.key[:b.ends[k-1]])]; ok {
+			known, list = k, l
+			break
 		}
 	}
+	for k := known; k < len(b.byRarity); k++ {
+		c := b.cols[k]
+		id, ok := c.ids[b.byRarity[k].value]
+		var next []int32
+		for _, m := range list {
+			if ok && c.of[m] == id {
+				next = append(next, m)
+			}
+		}
+		list = next
+		if b.eligibleMemo == nil {
+			b.eligibleMemo = map[string][]int32{}
+		}
+		b.eligibleMemo[string(b.key[:b.ends[k]])] = list
+		if len(list) == 0 {
+			return nil
+		}
+	}
+	return list
+}
+
+// candidates returns, of the eligible members, the non-draining ones if
+// there are any, else the draining ones. Draining members therefore take a
+// sync only when nobody else can, and keep it running until somebody can.
+func (b *groupBuilder) candidates(eligible []int32) (members []int32, draining bool) {
 	for _, m := range eligible {
 		if !b.p.members[m].Draining {
 			members = append(members, m)
@@ -242,16 +310,9 @@ func (b *groupBuilder) intern(members []int32, draining bool) int32 {
 // constraints this is simply total load × member weight / total weight.
 func (p *problem) fairShares() []float64 {
 	share := make([]float64, len(p.members))
-	order := make([]int32, len(p.groups))
-	for g := range order {
-		order[g] = int32(g)
-	}
-	slices.SortStableFunc(order, func(a, b int32) int {
-		return cmp.Compare(p.groups[a].memberWeight, p.groups[b].memberWeight)
-	})
 	var byFill []int32
 	fill := func(m int32) float64 { return share[m] / float64(p.memberWeight[m]) }
-	for _, g := range order {
+	for _, g := range p.fillOrder() {
 		gr := &p.groups[g]
 		if gr.weight == 0 {
 			continue
@@ -282,6 +343,21 @@ func (p *problem) fairShares() []float64 {
 		}
 	}
 	return share
+}
+
+// fillOrder returns the groups by ascending total candidate weight (then
+// by index): the order in which fairShares pours their load and Sticky
+// places their syncs, so that syncs with few possible members are placed
+// before those that can go anywhere.
+func (p *problem) fillOrder() []int32 {
+	order := make([]int32, len(p.groups))
+	for g := range order {
+		order[g] = int32(g)
+	}
+	slices.SortStableFunc(order, func(a, b int32) int {
+		return cmp.Compare(p.groups[a].memberWeight, p.groups[b].memberWeight)
+	})
+	return order
 }
 
 // scaledShares returns each member's fair share multiplied by a scale, as

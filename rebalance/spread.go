@@ -201,7 +201,7 @@ func (s *stickyState) spreadTenant(t int32) bool {
 			continue
 		}
 		g := s.p.syncGroup[i]
-		sg := &s.groups[g]
+		sg := s.heaps(g)
 		x, _ := slices.BinarySearch(sg.members, j)
 		from := int32(x)
 		want := s.dev[j] + s.scale[j]*w[i]

@@ -1,7 +1,9 @@
 package rebalance
 
 import (
+	"cmp"
 	"context"
+	"math/bits"
 	"slices"
 	"sort"
 
@@ -56,8 +58,10 @@ func Spread(syncLabel, memberLabel string) StickyOption {
 //
 //  1. keeps every sync on its current member if that member is live,
 //     eligible and not draining (or draining, when every eligible member is);
-//  2. places the other syncs, heaviest first, each on the eligible member
-//     furthest below its share;
+//  2. places the other syncs, each on the eligible member furthest below
+//     its share: syncs that fewer members may run before those that more
+//     may run, and among syncs with the same eligible members the heaviest
+//     first;
 //  3. moves syncs only while a move strictly reduces the sum of squared
 //     differences between loads and shares: a sync moves from member A to
 //     member B only if B has more room left than A would have after giving
@@ -152,6 +156,11 @@ type stickyState struct {
 	spread      *spreadState
 	stack       []int32 // scratch for slotHeap.visitTop
 
+	// touched lists, in order, the members whose room or holdings changed
+	// since placement, once per change. A group's heaps are brought up to
+	// date from it only when the group is next used (see heaps).
+	touched []int32
+
 	// With a move limit (Throttle), kept records each sync's valid current
 	// owner (or -1), changed counts the kept syncs that are elsewhere now,
 	// and limited is set once a move would exceed the limit: settling stops
@@ -169,8 +178,18 @@ type slotRef struct{ group, slot int32 }
 type stickyGroup struct {
 	members []int32   // slot -> member
 	held    [][]int32 // slot -> the group's syncs on the member, sorted by (weight, index) after placement
-	room    slotHeap  // every slot, most room (highest dev) first
-	holders slotHeap  // slots holding a sync, lowest dev + scale × lightest held weight first
+	room    slotHeap  // every slot, most room (highest roomKey) first
+	holders slotHeap  // slots holding a sync, lowest holderKey first
+	// The heaps order slots by these copies of each slot's keys, not by the
+	// live dev: several members change between two uses of a group, and a
+	// heap can repair only one changed key at a time, so each key changes
+	// just before its slot is fixed.
+	roomKey   []int64 // slot -> dev of its member
+	holderKey []int64 // slot -> holderKey, if it holds a sync
+	// seen is how much of stickyState.touched the heaps reflect, or -1 if
+	// they must be built from scratch. The heaps are in order only right
+	// after stickyState.heaps.
+	seen int
 }
 
 func newStickyState(ctx context.Context, p *problem, o stickyOptions) *stickyState {
@@ -187,23 +206,41 @@ func newStickyState(ctx context.Context, p *problem, o stickyOptions) *stickySta
 	for i := range s.owner {
 		s.owner[i] = -1
 	}
+	// Each candidate of each group is a slot with a few fields; with many
+	// groups per member there are many slots, so they are cut from one
+	// allocation per field rather than allocated group by group.
+	slots := 0
+	for _, gr := range p.groups {
+		slots += len(gr.members)
+	}
+	held := make([][]int32, slots)
+	keys := make([]int64, 2*slots)
+	ints := make([]int32, 4*slots)
+	refs := make([]slotRef, slots)
+	for m, gs := range p.memberGroups {
+		s.memberSlots[m], refs = refs[:0:len(gs)], refs[len(gs):]
+	}
 	for g := range p.groups {
 		members := p.groups[g].members
+		n := len(members)
 		sg := &s.groups[g]
 		sg.members = members
-		sg.held = make([][]int32, len(members))
-		sg.room = slotHeap{pos: make([]int32, len(members)), less: func(a, b int32) bool {
-			da, db := s.dev[members[a]], s.dev[members[b]]
+		sg.held, held = held[:n:n], held[n:]
+		sg.roomKey, sg.holderKey, keys = keys[:n:n], keys[n:2*n:2*n], keys[2*n:]
+		sg.room = slotHeap{items: ints[:0:n], pos: ints[n : 2*n : 2*n], less: func(a, b int32) bool {
+			da, db := sg.roomKey[a], sg.roomKey[b]
 			return da > db || da == db && a < b
 		}}
-		sg.holders = slotHeap{pos: make([]int32, len(members)), less: func(a, b int32) bool {
-			ka, kb := s.holderKey(sg, a), s.holderKey(sg, b)
+		sg.holders = slotHeap{items: ints[2*n : 2*n : 3*n], pos: ints[3*n : 4*n : 4*n], less: func(a, b int32) bool {
+			ka, kb := sg.holderKey[a], sg.holderKey[b]
 			return ka < kb || ka == kb && a < b
 		}}
+		ints = ints[4*n:]
 		for slot, m := range members {
 			s.memberSlots[m] = append(s.memberSlots[m], slotRef{int32(g), int32(slot)})
 			sg.holders.pos[slot] = -1
 		}
+		sg.seen = -1
 	}
 	if o.spreadSync != "" {
 		s.spread = newSpreadState(p, o)
@@ -219,14 +256,6 @@ func (s *stickyState) poll() error {
 		return stopped(s.ctx)
 	}
 	return nil
-}
-
-// holderKey is the room slot's member would have after giving away its
-// lightest sync of the group: a move from it is an improvement exactly when
-// some candidate has more room than that.
-func (s *stickyState) holderKey(sg *stickyGroup, slot int32) int64 {
-	m := sg.members[slot]
-	return s.dev[m] + s.scale[m]*s.p.syncWeight[sg.held[slot][0]]
 }
 
 // keep puts every sync on its current member where that is allowed, and
@@ -273,66 +302,152 @@ func (s *stickyState) add(i, g, slot int32) {
 	}
 }
 
-// place assigns every sync that has no member yet, heaviest first (so the
-// light ones even out what the heavy ones leave), each to the candidate
-// with the most room.
+// place assigns every sync that has no member yet, each to the candidate
+// with the most room. It goes group by group, the groups with the fewest
+// candidates (by weight) first, as the fair shares are poured (see
+// problem.fairShares): constrained syncs take their few members before
+// syncs that may run anywhere fill in around them. Within a group the
+// heaviest go first, so the light ones even out what the heavy ones leave.
+//
+// Going group by group is what keeps placement O(N log n) plus the size of
+// the groups: only the group being placed needs its heap in order, so a
+// placement fixes one heap, not one in every group its member belongs to
+// (2^k of them for k binary labels), and each group's heap is built once,
+// from the rooms its members have when its turn comes.
 func (s *stickyState) place() error {
+	w := s.p.syncWeight
+	// Bucket the orphans by group (a counting sort, so O(N + groups)).
+	start := make([]int32, len(s.groups)+1)
+	for i, m := range s.owner {
+		if g := s.p.syncGroup[i]; m < 0 && g >= 0 {
+			start[g+1]++
+		}
+	}
 	for g := range s.groups {
+		start[g+1] += start[g]
+	}
+	orphans := make([]int32, start[len(s.groups)])
+	next := slices.Clone(start[:len(s.groups)])
+	for i, m := range s.owner {
+		if g := s.p.syncGroup[i]; m < 0 && g >= 0 {
+			orphans[next[g]] = int32(i)
+			next[g]++
+		}
+	}
+	heaviestFirst := func(a, b int32) int {
+		if w[a] != w[b] {
+			return cmp.Compare(w[b], w[a])
+		}
+		return cmp.Compare(a, b)
+	}
+	for _, g := range s.p.fillOrder() {
+		todo := orphans[start[g]:start[g+1]]
+		if len(todo) == 0 {
+			continue
+		}
+		slices.SortFunc(todo, heaviestFirst)
 		sg := &s.groups[g]
-		sg.room.items = make([]int32, len(sg.members))
-		for slot := range sg.room.items {
-			sg.room.items[slot] = int32(slot)
+		sg.room.items = sg.room.items[:0]
+		for slot, m := range sg.members {
+			sg.room.items = append(sg.room.items, int32(slot))
+			sg.roomKey[slot] = s.dev[m]
 		}
 		sg.room.init()
-	}
-	var orphans []int32
-	for i, m := range s.owner {
-		if m < 0 && s.p.syncGroup[i] >= 0 {
-			orphans = append(orphans, int32(i))
-		}
-	}
-	w := s.p.syncWeight
-	slices.SortFunc(orphans, func(a, b int32) int {
-		if w[a] != w[b] {
-			return int(w[b] - w[a]) // heaviest first; weights are capped, so no overflow
-		}
-		return int(a - b)
-	})
-	for _, i := range orphans {
-		if err := s.poll(); err != nil {
-			return err
-		}
-		g := s.p.syncGroup[i]
-		sg := &s.groups[g]
-		slot, _ := sg.room.top()
-		if s.spread != nil && s.spread.tenant[i] >= 0 {
-			slot = s.spreadChoice(sg, i, slot)
-		}
-		s.add(i, g, slot)
-		m := sg.members[slot]
-		for _, ref := range s.memberSlots[m] {
-			s.groups[ref.group].room.fix(ref.slot)
+		for _, i := range todo {
+			if err := s.poll(); err != nil {
+				return err
+			}
+			slot, _ := sg.room.top()
+			if s.spread != nil && s.spread.tenant[i] >= 0 {
+				slot = s.spreadChoice(sg, i, slot)
+			}
+			s.add(i, g, slot)
+			sg.roomKey[slot] = s.dev[sg.members[slot]]
+			sg.room.fix(slot)
 		}
 	}
 	// From here on each member's syncs are kept sorted by weight, so the
 	// lightest (which decides whether any move helps) is first.
 	for g := range s.groups {
 		sg := &s.groups[g]
-		for slot, held := range sg.held {
-			if len(held) == 0 {
-				continue
-			}
+		for _, held := range sg.held {
 			slices.SortFunc(held, func(a, b int32) int {
 				if w[a] != w[b] {
-					return int(w[a] - w[b])
+					return cmp.Compare(w[a], w[b])
 				}
-				return int(a - b)
+				return cmp.Compare(a, b)
 			})
-			sg.holders.items = append(sg.holders.items, int32(slot))
 		}
-		sg.holders.init()
+		sg.seen = -1 // other groups' placements changed its members' rooms
 	}
 	return nil
+}
+
+// heaps brings the heaps of group g up to date and returns the group.
+//
+// A move changes the room of two members, and a member is a candidate of
+// many groups (2^k of them with k binary labels). Fixing all of them at
+// every move made Sticky's cost grow with moves × groups per member, so
+// instead a group catches up when it is next used: it fixes the slots of
+// the members that changed since, or, when that would be more work than
+// its size, rebuilds both heaps. A pass over all groups thus costs at most
+// their total size, whatever the number of groups per member.
+func (s *stickyState) heaps(g int32) *stickyGroup {
+	sg := &s.groups[g]
+	if sg.seen == len(s.touched) {
+		return sg
+	}
+	n := len(sg.members)
+	if tail := len(s.touched) - sg.seen; sg.seen < 0 || tail*bits.Len(uint(n)) > n {
+		sg.room.items = sg.room.items[:0]
+		sg.holders.items = sg.holders.items[:0]
+		for slot, held := range sg.held {
+			s.setKeys(sg, int32(slot))
+			sg.room.items = append(sg.room.items, int32(slot))
+			sg.holders.pos[slot] = -1
+			if len(held) > 0 {
+				sg.holders.items = append(sg.holders.items, int32(slot))
+			}
+		}
+		sg.room.init()
+		sg.holders.init()
+	} else {
+		for _, m := range s.touched[sg.seen:] {
+			if slot, ok := slices.BinarySearch(sg.members, m); ok {
+				s.fix(sg, int32(slot))
+			}
+		}
+	}
+	sg.seen = len(s.touched)
+	return sg
+}
+
+// setKeys copies slot's current keys into the group's heap keys: its
+// member's room, and the room it would have after giving away its lightest
+// sync of the group (a move from it is an improvement exactly when some
+// candidate has more room than that).
+func (s *stickyState) setKeys(sg *stickyGroup, slot int32) {
+	m := sg.members[slot]
+	sg.roomKey[slot] = s.dev[m]
+	if held := sg.held[slot]; len(held) > 0 {
+		sg.holderKey[slot] = s.dev[m] + s.scale[m]*s.p.syncWeight[held[0]]
+	}
+}
+
+// fix restores heap order after the room or holdings of the member in slot
+// changed.
+func (s *stickyState) fix(sg *stickyGroup, slot int32) {
+	s.setKeys(sg, slot)
+	sg.room.fix(slot)
+	has, in := len(sg.held[slot]) > 0, sg.holders.contains(slot)
+	switch {
+	case has && in:
+		sg.holders.fix(slot)
+	case has:
+		sg.holders.push(slot)
+	case in:
+		sg.holders.remove(slot)
+	}
 }
 
 // spreadChoice picks, among the candidates with as much room as the best
@@ -386,7 +501,7 @@ func (s *stickyState) settle() error {
 // away, to the candidate with the most room. If that move does not improve,
 // no move within the group does.
 func (s *stickyState) balanceStep(g int32) bool {
-	sg := &s.groups[g]
+	sg := s.heaps(g)
 	from, ok := sg.holders.top()
 	if !ok {
 		return false
@@ -454,48 +569,29 @@ func (s *stickyState) allow(steps ...step) bool {
 }
 
 // move hands sync i of group g from the member in slot from to the member in
-// slot to, keeping the heaps in order.
+// slot to. It records both members as changed; the heaps of every group,
+// this one included, are brought up to date by heaps when next used.
 func (s *stickyState) move(i, g, from, to int32) {
 	sg := &s.groups[g]
 	mf, mt := sg.members[from], sg.members[to]
 	w := s.p.syncWeight
-	cmp := func(a, b int32) int {
+	byWeight := func(a, b int32) int {
 		if w[a] != w[b] {
-			return int(w[a] - w[b])
+			return cmp.Compare(w[a], w[b])
 		}
-		return int(a - b)
+		return cmp.Compare(a, b)
 	}
-	// Change one member at a time and restore heap order after each: a heap
-	// can only repair one changed key per sift.
-	x, _ := slices.BinarySearchFunc(sg.held[from], i, cmp)
+	x, _ := slices.BinarySearchFunc(sg.held[from], i, byWeight)
 	sg.held[from] = slices.Delete(sg.held[from], x, x+1)
 	s.dev[mf] += s.scale[mf] * w[i]
-	s.refresh(mf)
-	y, _ := slices.BinarySearchFunc(sg.held[to], i, cmp)
+	y, _ := slices.BinarySearchFunc(sg.held[to], i, byWeight)
 	sg.held[to] = slices.Insert(sg.held[to], y, i)
 	s.dev[mt] -= s.scale[mt] * w[i]
-	s.refresh(mt)
 	s.owner[i] = mt
+	s.touched = append(s.touched, mf, mt)
 	if s.spread != nil {
 		s.spread.inc(i, mf, -1)
 		s.spread.inc(i, mt, 1)
-	}
-}
-
-// refresh restores heap order after member m's room or holdings changed.
-func (s *stickyState) refresh(m int32) {
-	for _, ref := range s.memberSlots[m] {
-		sg := &s.groups[ref.group]
-		sg.room.fix(ref.slot)
-		has, in := len(sg.held[ref.slot]) > 0, sg.holders.contains(ref.slot)
-		switch {
-		case has && in:
-			sg.holders.fix(ref.slot)
-		case has:
-			sg.holders.push(ref.slot)
-		case in:
-			sg.holders.remove(ref.slot)
-		}
 	}
 }
 

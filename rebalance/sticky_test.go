@@ -286,7 +286,14 @@ func TestPropertyStickyEquilibrium(t *testing.T) {
 			}
 		}
 		for g := range s.groups {
-			for _, h := range []*slotHeap{&s.groups[g].room, &s.groups[g].holders} {
+			// Heaps catch up lazily, when their group is next used.
+			sg := s.heaps(int32(g))
+			for slot, m := range sg.members {
+				if sg.roomKey[slot] != s.dev[m] {
+					t.Fatalf("group %d: slot %d ordered by room %d, has %d", g, slot, sg.roomKey[slot], s.dev[m])
+				}
+			}
+			for _, h := range []*slotHeap{&sg.room, &sg.holders} {
 				for x := 1; x < len(h.items); x++ {
 					if h.less(h.items[x], h.items[(x-1)/2]) {
 						t.Fatalf("group %d: heap out of order at %d", g, x)
