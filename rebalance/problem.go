@@ -2,6 +2,7 @@ package rebalance
 
 import (
 	"cmp"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -32,6 +33,7 @@ type problem struct {
 	groups       []group
 	memberGroups [][]int32 // per member: the groups it is a candidate of, ascending
 	maxSync      int64     // the heaviest sync weight (0 without syncs)
+	poller                 // the caller's context: every phase of a balancer counts its work here
 }
 
 // group is a set of syncs that may run on the same members.
@@ -49,9 +51,20 @@ type requirement struct{ name, value string }
 // member or sync IDs repeat, together with a problem that is still usable
 // for questions that do not depend on uniqueness.
 func newProblem(in Input) (*problem, error) {
-	p := &problem{
-		members: sortedByID(in.Members, func(m assignment.Member) string { return m.ID }),
-		syncs:   sortedByID(in.Syncs, func(s assignment.Sync) string { return s.ID }),
+	return prepare(context.Background(), in)
+}
+
+// prepare is newProblem for a balancer: it also returns, and no problem,
+// once ctx is done.
+func prepare(ctx context.Context, in Input) (*problem, error) {
+	p := &problem{poller: poller{ctx: ctx}}
+	if err := p.add(len(in.Members) + len(in.Syncs)); err != nil {
+		return nil, err
+	}
+	p.members = sortedByID(in.Members, func(m assignment.Member) string { return m.ID })
+	p.syncs = sortedByID(in.Syncs, func(s assignment.Sync) string { return s.ID })
+	if err := p.add(len(p.members) + len(p.syncs)); err != nil {
+		return nil, err
 	}
 	var err error
 	if id, dup := firstDuplicate(p.members, func(m assignment.Member) string { return m.ID }); dup {
@@ -71,6 +84,12 @@ func newProblem(in Input) (*problem, error) {
 	b := groupBuilder{p: p, byRequirements: map[string]int32{}, byCandidates: map[string]int32{}, unconstrained: -2}
 	var reqs []requirement
 	for i := range p.syncs {
+		if err := p.add(1); err != nil {
+			return nil, err
+		}
+		if b.stopped != nil {
+			return nil, b.stopped
+		}
 		s := &p.syncs[i]
 		w := int64(min(s.EffectiveWeight(), maxWeight))
 		p.syncWeight[i] = w
@@ -83,8 +102,14 @@ func newProblem(in Input) (*problem, error) {
 			p.groups[g].syncs++
 		}
 	}
+	if b.stopped != nil {
+		return nil, b.stopped
+	}
 	p.memberGroups = make([][]int32, len(p.members))
 	for g := range p.groups {
+		if err := p.add(len(p.groups[g].members)); err != nil {
+			return nil, err
+		}
 		for _, m := range p.groups[g].members {
 			p.memberGroups[m] = append(p.memberGroups[m], int32(g))
 		}
@@ -139,6 +164,15 @@ type groupBuilder struct {
 	ends           []int
 	byRarity       []requirement
 	cols           []*labelColumn
+	stopped        error // the context's error, once a look at it saw it done
+}
+
+// work counts n units of work on the problem's poller and remembers the
+// context's end, which the caller checks after each sync.
+func (b *groupBuilder) work(n int) {
+	if err := b.p.add(n); err != nil && b.stopped == nil {
+		b.stopped = err
+	}
 }
 
 // labelColumn is one member label, indexed both ways: each member's value
@@ -153,6 +187,7 @@ func (b *groupBuilder) column(name string) *labelColumn {
 	if c, ok := b.columns[name]; ok {
 		return c
 	}
+	b.work(len(b.p.members))
 	c := &labelColumn{ids: map[string]int32{}, of: make([]int32, len(b.p.members))}
 	for m, mem := range b.p.members {
 		v, ok := mem.Labels[name]
@@ -245,6 +280,7 @@ func (b *groupBuilder) eligible(reqs []requirement) []int32 {
 		}
 	}
 	for k := known; k < len(b.byRarity); k++ {
+		b.work(len(list))
 		c := b.cols[k]
 		id, ok := c.ids[b.byRarity[k].value]
 		var next []int32
@@ -269,6 +305,7 @@ func (b *groupBuilder) eligible(reqs []requirement) []int32 {
 // there are any, else the draining ones. Draining members therefore take a
 // sync only when nobody else can, and keep it running until somebody can.
 func (b *groupBuilder) candidates(eligible []int32) (members []int32, draining bool) {
+	b.work(len(eligible))
 	for _, m := range eligible {
 		if !b.p.members[m].Draining {
 			members = append(members, m)
@@ -285,6 +322,7 @@ func (b *groupBuilder) intern(members []int32, draining bool) int32 {
 	if len(members) == 0 {
 		return -1
 	}
+	b.work(len(members))
 	key := make([]byte, 0, 4*len(members))
 	for _, m := range members {
 		key = binary.LittleEndian.AppendUint32(key, uint32(m))
@@ -308,7 +346,7 @@ func (b *groupBuilder) intern(members []int32, draining bool) int32 {
 // candidate weight go first, so that constrained syncs claim their few
 // members before unconstrained ones fill in around them. Without
 // constraints this is simply total load × member weight / total weight.
-func (p *problem) fairShares() []float64 {
+func (p *problem) fairShares() ([]float64, error) {
 	share := make([]float64, len(p.members))
 	var byFill []int32
 	fill := func(m int32) float64 { return share[m] / float64(p.memberWeight[m]) }
@@ -316,6 +354,9 @@ func (p *problem) fairShares() []float64 {
 		gr := &p.groups[g]
 		if gr.weight == 0 {
 			continue
+		}
+		if err := p.add(len(gr.members)); err != nil {
+			return nil, err
 		}
 		byFill = append(byFill[:0], gr.members...)
 		slices.SortStableFunc(byFill, func(a, b int32) int { return cmp.Compare(fill(a), fill(b)) })
@@ -342,7 +383,7 @@ func (p *problem) fairShares() []float64 {
 			}
 		}
 	}
-	return share
+	return share, nil
 }
 
 // fillOrder returns the groups by ascending total candidate weight (then
@@ -367,7 +408,7 @@ func (p *problem) fillOrder() []int32 {
 // cancel exactly: this is what lets Sticky compare loads without rounding.
 // A group whose members take no other group's syncs gets the scale equal to
 // its candidates' total weight and exact proportional shares.
-func (p *problem) scaledShares() (share, scale []int64) {
+func (p *problem) scaledShares() (share, scale []int64, err error) {
 	share = make([]int64, len(p.members))
 	scale = make([]int64, len(p.members))
 	// Connect groups that share members (union-find over groups).
@@ -383,6 +424,9 @@ func (p *problem) scaledShares() (share, scale []int64) {
 		return g
 	}
 	for _, gs := range p.memberGroups {
+		if err := p.add(len(gs)); err != nil {
+			return nil, nil, err
+		}
 		for _, g := range gs[min(1, len(gs)):] {
 			if a, b := find(gs[0]), find(g); a != b {
 				parent[max(a, b)] = min(a, b)
@@ -417,6 +461,9 @@ func (p *problem) scaledShares() (share, scale []int64) {
 	var float []float64
 	for _, r := range roots {
 		c := comps[r]
+		if err := p.add(len(c.groups) + len(c.members)); err != nil {
+			return nil, nil, err
+		}
 		k := c.weight
 		if hi, lo := bits.Mul64(uint64(k), uint64(c.load)); hi != 0 || lo > 1<<61 {
 			k = max(1, (1<<61)/max(c.load, 1))
@@ -432,7 +479,9 @@ func (p *problem) scaledShares() (share, scale []int64) {
 			}
 		} else {
 			if float == nil {
-				float = p.fairShares()
+				if float, err = p.fairShares(); err != nil {
+					return nil, nil, err
+				}
 			}
 			for i, m := range c.members {
 				x := float[m] * float64(k)
@@ -466,5 +515,5 @@ func (p *problem) scaledShares() (share, scale []int64) {
 			share[m], scale[m] = int64(exact[i]), k
 		}
 	}
-	return share, scale
+	return share, scale, nil
 }

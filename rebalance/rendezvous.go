@@ -34,11 +34,14 @@ func Rendezvous() Balancer {
 		if ctx.Err() != nil {
 			return nil, stopped(ctx)
 		}
-		p, err := newProblem(in)
+		p, err := prepare(ctx, in)
 		if err != nil {
 			return nil, err
 		}
-		share := p.fairShares()
+		share, err := p.fairShares()
+		if err != nil {
+			return nil, err
+		}
 		limit := make([]int64, len(p.members))
 		memberHash := make([]uint64, len(p.members))
 		for m := range p.members {
@@ -49,6 +52,9 @@ func Rendezvous() Balancer {
 		// ranks them exactly as the weighted score would, without a logarithm.
 		uniform := make([]bool, len(p.groups))
 		for g, gr := range p.groups {
+			if err := p.add(len(gr.members)); err != nil {
+				return nil, err
+			}
 			uniform[g] = true
 			for _, m := range gr.members {
 				uniform[g] = uniform[g] && p.memberWeight[m] == p.memberWeight[gr.members[0]]
@@ -57,12 +63,12 @@ func Rendezvous() Balancer {
 		load := make([]int64, len(p.members))
 		plan := make(assignment.Plan, len(p.syncs))
 		for i, s := range p.syncs {
-			if i&255 == 0 && ctx.Err() != nil {
-				return nil, stopped(ctx)
-			}
 			g := p.syncGroup[i]
 			if g < 0 {
 				continue
+			}
+			if err := p.add(len(p.groups[g].members)); err != nil { // a hash per candidate
+				return nil, err
 			}
 			w := p.syncWeight[i]
 			h := hashString(s.ID)

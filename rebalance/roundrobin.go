@@ -23,7 +23,7 @@ func RoundRobin() Balancer {
 		if ctx.Err() != nil {
 			return nil, stopped(ctx)
 		}
-		p, err := newProblem(in)
+		p, err := prepare(ctx, in)
 		if err != nil {
 			return nil, err
 		}
@@ -32,6 +32,9 @@ func RoundRobin() Balancer {
 		slots := make([][]slotRef, len(p.members))
 		for g := range p.groups {
 			members := p.groups[g].members
+			if err := p.add(len(members)); err != nil {
+				return nil, err
+			}
 			h := &heaps[g]
 			h.pos = make([]int32, len(members))
 			h.items = make([]int32, len(members))
@@ -54,8 +57,8 @@ func RoundRobin() Balancer {
 		}
 		plan := make(assignment.Plan, len(p.syncs))
 		for i, s := range p.syncs {
-			if i&1023 == 0 && ctx.Err() != nil {
-				return nil, stopped(ctx)
+			if err := p.add(1); err != nil {
+				return nil, err
 			}
 			g := p.syncGroup[i]
 			if g < 0 {
@@ -68,6 +71,7 @@ func RoundRobin() Balancer {
 			for _, ref := range slots[m] {
 				heaps[ref.group].fix(ref.slot)
 			}
+			p.count(len(slots[m]))
 		}
 		return plan, nil
 	})

@@ -1,8 +1,6 @@
 package rebalance
 
 import (
-	"context"
-	"fmt"
 	"slices"
 	"sort"
 )
@@ -149,9 +147,14 @@ func (s *stickyState) spreadPass() (bool, error) {
 	for t := range s.spread.tenantSyncs {
 		for s.spreadTenant(int32(t)) {
 			moved = true
-			if err := s.poll(); err != nil {
+			// Each search goes through the tenant's syncs.
+			if err := s.p.add(len(s.spread.tenantSyncs[t])); err != nil {
 				return false, err
 			}
+		}
+		// A search that finds nothing looks at up to spreadBudget syncs.
+		if err := s.p.add(len(s.spread.tenantSyncs[t]) + spreadBudget); err != nil {
+			return false, err
 		}
 		if s.limited {
 			break
@@ -265,9 +268,4 @@ func (s *stickyState) spreadTenant(t int32) bool {
 		}
 	}
 	return false
-}
-
-// stopped is the error a built-in balancer returns once ctx is done.
-func stopped(ctx context.Context) error {
-	return fmt.Errorf("rebalance: stopped: %w", ctx.Err())
 }

@@ -118,11 +118,14 @@ func (b *stickyBalancer) balance(ctx context.Context, in Input, maxMoves int) (a
 	if err := ctx.Err(); err != nil {
 		return nil, stopped(ctx)
 	}
-	p, err := newProblem(in)
+	p, err := prepare(ctx, in)
 	if err != nil {
 		return nil, err
 	}
-	s := newStickyState(ctx, p, b.o)
+	s, err := newStickyState(p, b.o)
+	if err != nil {
+		return nil, err
+	}
 	s.keep(in.Current, maxMoves)
 	if err := s.place(); err != nil {
 		return nil, err
@@ -145,8 +148,6 @@ func (b *stickyBalancer) balance(ctx context.Context, in Input, maxMoves int) (a
 // even, so the moves cannot cycle and a finished plan admits none: that is
 // why Sticky returns its own plan unchanged.
 type stickyState struct {
-	ctx         context.Context
-	polls       int
 	p           *problem
 	owner       []int32 // per sync: member index, or -1
 	dev         []int64 // per member: room left, scaled
@@ -192,10 +193,12 @@ type stickyGroup struct {
 	seen int
 }
 
-func newStickyState(ctx context.Context, p *problem, o stickyOptions) *stickyState {
-	share, scale := p.scaledShares()
+func newStickyState(p *problem, o stickyOptions) (*stickyState, error) {
+	share, scale, err := p.scaledShares()
+	if err != nil {
+		return nil, err
+	}
 	s := &stickyState{
-		ctx:         ctx,
 		p:           p,
 		owner:       make([]int32, len(p.syncs)),
 		dev:         share, // nothing is placed yet
@@ -245,18 +248,12 @@ func newStickyState(ctx context.Context, p *problem, o stickyOptions) *stickySta
 	if o.spreadSync != "" {
 		s.spread = newSpreadState(p, o)
 	}
-	return s
+	return s, p.add(slots)
 }
 
-// poll reports the context's end, looking at it only every so often
-// because the loops that call it are tight.
-func (s *stickyState) poll() error {
-	s.polls++
-	if s.polls&1023 == 0 && s.ctx.Err() != nil {
-		return stopped(s.ctx)
-	}
-	return nil
-}
+// poll counts a step of placing or moving (a few units of work) and
+// reports the context's end.
+func (s *stickyState) poll() error { return s.p.add(4) }
 
 // keep puts every sync on its current member where that is allowed, and
 // sets the move limit (-1 for none).
@@ -345,6 +342,9 @@ func (s *stickyState) place() error {
 		if len(todo) == 0 {
 			continue
 		}
+		if err := s.p.add(len(s.groups[g].members)); err != nil {
+			return err
+		}
 		slices.SortFunc(todo, heaviestFirst)
 		sg := &s.groups[g]
 		sg.room.items = sg.room.items[:0]
@@ -399,6 +399,7 @@ func (s *stickyState) heaps(g int32) *stickyGroup {
 	}
 	n := len(sg.members)
 	if tail := len(s.touched) - sg.seen; sg.seen < 0 || tail*bits.Len(uint(n)) > n {
+		s.p.count(n) // the caller's next poll looks at the context if due
 		sg.room.items = sg.room.items[:0]
 		sg.holders.items = sg.holders.items[:0]
 		for slot, held := range sg.held {
@@ -477,6 +478,9 @@ func (s *stickyState) settle() error {
 					if err := s.poll(); err != nil {
 						return err
 					}
+				}
+				if err := s.p.add(1); err != nil {
+					return err
 				}
 			}
 			if s.limited {

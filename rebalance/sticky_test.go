@@ -267,7 +267,10 @@ func TestPropertyStickyEquilibrium(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := newStickyState(context.Background(), p, o)
+		s, err := newStickyState(p, o)
+		if err != nil {
+			t.Fatal(err)
+		}
 		s.keep(in.Current, -1)
 		if err := s.place(); err != nil {
 			t.Fatal(err)

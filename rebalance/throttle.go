@@ -44,7 +44,7 @@ func Throttle(b Balancer, maxMoves int) Balancer {
 		if err != nil {
 			return nil, err
 		}
-		p, err := newProblem(in)
+		p, err := prepare(ctx, in)
 		if err != nil {
 			return nil, err
 		}

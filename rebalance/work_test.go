@@ -1,7 +1,6 @@
 package rebalance
 
 import (
-	"context"
 	"fmt"
 	"math/bits"
 	"testing"
@@ -27,7 +26,10 @@ func TestStickyWorkPerConstraintGroup(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				s := newStickyState(context.Background(), p, stickyOptions{})
+				s, err := newStickyState(p, stickyOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
 				comparisons := 0
 				for g := range s.groups {
 					for _, h := range []*slotHeap{&s.groups[g].room, &s.groups[g].holders} {
