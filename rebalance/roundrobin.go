@@ -76,3 +76,6 @@ func RoundRobin() Balancer {
 		return plan, nil
 	})
 }
+
+// slotRef is a member's place (slot) in the heap of one of its groups.
+type slotRef struct{ group, slot int32 }

@@ -148,14 +148,13 @@ func (b *stickyBalancer) balance(ctx context.Context, in Input, maxMoves int) (a
 // even, so the moves cannot cycle and a finished plan admits none: that is
 // why Sticky returns its own plan unchanged.
 type stickyState struct {
-	p           *problem
-	owner       []int32 // per sync: member index, or -1
-	dev         []int64 // per member: room left, scaled
-	scale       []int64 // per member
-	groups      []stickyGroup
-	memberSlots [][]slotRef // per member: its slot in each group it is a candidate of, ascending by group
-	spread      *spreadState
-	stack       []int32 // scratch for slotHeap.visitTop
+	p      *problem
+	owner  []int32 // per sync: member index, or -1
+	dev    []int64 // per member: room left, scaled
+	scale  []int64 // per member
+	groups []stickyGroup
+	spread *spreadState
+	stack  []int32 // scratch for slotHeap.visitTop
 
 	// touched lists, in order, the members whose room or holdings changed
 	// since placement, once per change. A group's heaps are brought up to
@@ -171,8 +170,6 @@ type stickyState struct {
 	changed int
 	limited bool
 }
-
-type slotRef struct{ group, slot int32 }
 
 // stickyGroup is the state of one group of syncs; a slot is one candidate
 // member's place in it.
@@ -199,12 +196,11 @@ func newStickyState(p *problem, o stickyOptions) (*stickyState, error) {
 		return nil, err
 	}
 	s := &stickyState{
-		p:           p,
-		owner:       make([]int32, len(p.syncs)),
-		dev:         share, // nothing is placed yet
-		scale:       scale,
-		groups:      make([]stickyGroup, len(p.groups)),
-		memberSlots: make([][]slotRef, len(p.members)),
+		p:      p,
+		owner:  make([]int32, len(p.syncs)),
+		dev:    share, // nothing is placed yet
+		scale:  scale,
+		groups: make([]stickyGroup, len(p.groups)),
 	}
 	for i := range s.owner {
 		s.owner[i] = -1
@@ -219,10 +215,6 @@ func newStickyState(p *problem, o stickyOptions) (*stickyState, error) {
 	held := make([][]int32, slots)
 	keys := make([]int64, 2*slots)
 	ints := make([]int32, 4*slots)
-	refs := make([]slotRef, slots)
-	for m, gs := range p.memberGroups {
-		s.memberSlots[m], refs = refs[:0:len(gs)], refs[len(gs):]
-	}
 	for g := range p.groups {
 		members := p.groups[g].members
 		n := len(members)
@@ -239,8 +231,7 @@ func newStickyState(p *problem, o stickyOptions) (*stickyState, error) {
 			return ka < kb || ka == kb && a < b
 		}}
 		ints = ints[4*n:]
-		for slot, m := range members {
-			s.memberSlots[m] = append(s.memberSlots[m], slotRef{int32(g), int32(slot)})
+		for slot := range members {
 			sg.holders.pos[slot] = -1
 		}
 		sg.seen = -1
