@@ -392,13 +392,15 @@ func (s *stickyState) spreadSwaps(t int32) bool {
 // Both buckets are sorted by weight, so equal weights are found by merging.
 func (s *stickyState) swapBuckets(t, t2, a, b int32, budget *int) (moved, ok bool) {
 	sp := s.spread
-	// Copies: swaps change the buckets.
-	from := slices.Clone(sp.buckets[sp.key(t, a)])
-	to := slices.Clone(sp.buckets[sp.key(t2, b)])
+	ka, kb := sp.key(t, a), sp.key(t2, b)
+	from, to := sp.buckets[ka], sp.buckets[kb]
 	w := s.p.syncWeight
-	y := 0 // to[y:] holds the partners not lighter than from[x] (and the taken, -1)
-	for _, i := range from {
-		for y < len(to) && (to[y] < 0 || w[to[y]] < w[i]) {
+	// from[x] is the next sync of t to pair; to[y:] holds the partners not
+	// lighter than it. A swap only removes from[x] and to[k] from these two
+	// buckets (the syncs go to the other two), so the indexes stay valid.
+	for x, y := 0, 0; x < len(from); x++ {
+		i := from[x]
+		for y < len(to) && w[to[y]] < w[i] {
 			y++
 		}
 		if y == len(to) {
@@ -406,11 +408,8 @@ func (s *stickyState) swapBuckets(t, t2, a, b int32, budget *int) (moved, ok boo
 		}
 		s.p.count(1)
 		// Find i a partner among the syncs of its weight.
-		for k := y; k < len(to) && (to[k] < 0 || w[to[k]] == w[i]); k++ {
+		for k := y; k < len(to) && w[to[k]] == w[i]; k++ {
 			p := to[k]
-			if p < 0 {
-				continue // taken
-			}
 			j, mu := s.owner[i], s.owner[p]
 			gi, gp := s.p.syncGroup[i], s.p.syncGroup[p]
 			if !s.p.hasCandidate(gi, mu) || !s.p.hasCandidate(gp, j) {
@@ -437,7 +436,8 @@ func (s *stickyState) swapBuckets(t, t2, a, b int32, budget *int) (moved, ok boo
 			s.move(i, gi, int32(is), int32(it))
 			s.move(p, gp, int32(ps), int32(pt))
 			moved = true
-			to[k] = -1
+			from, to = sp.buckets[ka], sp.buckets[kb]
+			x-- // from[x] is now the next sync
 			break
 		}
 	}
