@@ -34,10 +34,12 @@ type spreadState struct {
 	// buckets lists, per tenant (or no tenant) and zone, the syncs there by
 	// (weight, index); built when spreading first looks for swaps, then kept
 	// up to date by inc.
-	buckets map[int64][]int32
-	weight  []int64 // per sync
-	scratch []int32
-	order   []int32
+	buckets     [][]int32         // by key, when tenants × zones is small
+	bucketMap   map[int64][]int32 // by key, otherwise
+	haveBuckets bool
+	weight      []int64 // per sync
+	scratch     []int32
+	order       []int32
 	// tried lists per member the (group, weight) of the syncs spreadTenant
 	// has looked for a single move for, while triedStamp is its stamp.
 	tried      [][]groupWeight
@@ -100,20 +102,66 @@ func (sp *spreadState) extremes(s *stickyState, t int32) (hi, lo int32) {
 // key is the buckets key of tenant t (-1: no tenant) in zone z.
 func (sp *spreadState) key(t, z int32) int64 { return (int64(t)+1)*int64(sp.zones) + int64(z) }
 
-func (sp *spreadState) buildBuckets(s *stickyState) {
+func (sp *spreadState) bucket(k int64) []int32 {
 	if sp.buckets != nil {
+		return sp.buckets[k]
+	}
+	return sp.bucketMap[k]
+}
+
+func (sp *spreadState) setBucket(k int64, b []int32) {
+	if sp.buckets != nil {
+		sp.buckets[k] = b
+	} else {
+		sp.bucketMap[k] = b
+	}
+}
+
+// buildBuckets fills the buckets from the plan. Each bucket is sorted by
+// (weight, index) as plain integers, weight << 32 | index, which is much
+// cheaper than sorting with a comparison function.
+func (sp *spreadState) buildBuckets(s *stickyState) {
+	if sp.haveBuckets {
 		return
 	}
-	sp.buckets = map[int64][]int32{}
+	sp.haveBuckets = true
 	sp.weight = s.p.syncWeight
+	keys := (len(sp.tenantSyncs) + 1) * sp.zones
+	var packed [][]uint64
+	if keys <= max(1<<16, 4*len(s.owner)) {
+		sp.buckets = make([][]int32, keys)
+		packed = make([][]uint64, keys)
+	} else {
+		sp.bucketMap = map[int64][]int32{}
+	}
+	byKey := map[int64][]uint64{}
 	for i, m := range s.owner {
-		if m >= 0 {
-			k := sp.key(sp.tenant[i], sp.zone[m])
-			sp.buckets[k] = append(sp.buckets[k], int32(i))
+		if m < 0 {
+			continue
+		}
+		k := sp.key(sp.tenant[i], sp.zone[m])
+		x := uint64(sp.weight[i])<<32 | uint64(i) // weights are below 2²⁴
+		if packed != nil {
+			packed[k] = append(packed[k], x)
+		} else {
+			byKey[k] = append(byKey[k], x)
 		}
 	}
-	for _, b := range sp.buckets {
-		slices.SortFunc(b, sp.byWeight)
+	unpack := func(k int64, xs []uint64) {
+		slices.Sort(xs)
+		b := make([]int32, len(xs))
+		for n, x := range xs {
+			b[n] = int32(uint32(x))
+		}
+		sp.setBucket(k, b)
+	}
+	for k, xs := range packed {
+		if len(xs) > 0 {
+			unpack(int64(k), xs)
+		}
+	}
+	for k, xs := range byKey {
+		unpack(k, xs)
 	}
 	s.p.count(len(s.owner))
 }
@@ -182,14 +230,14 @@ func (sp *spreadState) get(t, z int32) int32 {
 // inc adds d (1 or -1) to the count of sync i's tenant in member m's zone,
 // and adds i to that zone's bucket or removes it.
 func (sp *spreadState) inc(i, m int32, d int32) {
-	if sp.buckets != nil {
+	if sp.haveBuckets {
 		k := sp.key(sp.tenant[i], sp.zone[m])
-		b := sp.buckets[k]
+		b := sp.bucket(k)
 		x, _ := slices.BinarySearchFunc(b, i, sp.byWeight)
 		if d > 0 {
-			sp.buckets[k] = slices.Insert(b, x, i)
+			sp.setBucket(k, slices.Insert(b, x, i))
 		} else {
-			sp.buckets[k] = slices.Delete(b, x, x+1)
+			sp.setBucket(k, slices.Delete(b, x, x+1))
 		}
 	}
 	if t := sp.tenant[i]; t >= 0 {
@@ -393,7 +441,7 @@ func (s *stickyState) spreadSwaps(t int32) bool {
 func (s *stickyState) swapBuckets(t, t2, a, b int32, budget *int) (moved, ok bool) {
 	sp := s.spread
 	ka, kb := sp.key(t, a), sp.key(t2, b)
-	from, to := sp.buckets[ka], sp.buckets[kb]
+	from, to := sp.bucket(ka), sp.bucket(kb)
 	w := s.p.syncWeight
 	// from[x] is the next sync of t to pair; to[y:] holds the partners not
 	// lighter than it. A swap only removes from[x] and to[k] from these two
@@ -436,7 +484,7 @@ func (s *stickyState) swapBuckets(t, t2, a, b int32, budget *int) (moved, ok boo
 			s.move(i, gi, int32(is), int32(it))
 			s.move(p, gp, int32(ps), int32(pt))
 			moved = true
-			from, to = sp.buckets[ka], sp.buckets[kb]
+			from, to = sp.bucket(ka), sp.bucket(kb)
 			x-- // from[x] is now the next sync
 			break
 		}
