@@ -44,6 +44,14 @@ type spreadState struct {
 	// has looked for a single move for, while triedStamp is its stamp.
 	tried      [][]groupWeight
 	triedStamp []uint32
+
+	// cleanTenant is the tenant whose last spreadTenant call found no
+	// member with exactly the room a single move of its syncs needs, when
+	// stickyState.moves was cleanMoves; swapped lists the tenant's syncs
+	// that call's swaps moved, and recheck is scratch.
+	cleanTenant      int32
+	cleanMoves       int
+	swapped, recheck []int32
 }
 
 type groupWeight struct {
@@ -175,10 +183,11 @@ func (sp *spreadState) byWeight(a, b int32) int {
 
 func newSpreadState(p *problem, o stickyOptions) *spreadState {
 	sp := &spreadState{
-		zone:       make([]int32, len(p.members)),
-		tenant:     make([]int32, len(p.syncs)),
-		tried:      make([][]groupWeight, len(p.members)),
-		triedStamp: make([]uint32, len(p.members)),
+		zone:        make([]int32, len(p.members)),
+		tenant:      make([]int32, len(p.syncs)),
+		tried:       make([][]groupWeight, len(p.members)),
+		triedStamp:  make([]uint32, len(p.members)),
+		cleanTenant: -1,
 	}
 	zoneNames := make([]string, len(p.members))
 	for m, mem := range p.members {
@@ -325,50 +334,72 @@ func (s *stickyState) spreadPass() (bool, error) {
 // of one the swap does not crowd more than it helps t); see spreadSwaps.
 func (s *stickyState) spreadTenant(t int32) bool {
 	sp := s.spread
-	syncs := sp.tenantSyncs[t]
 	hi, lo := sp.extremes(s, t)
 	if hi-lo < 2 {
 		return false
 	}
+	// Look for single moves among the tenant's syncs, or, when the last
+	// call for this tenant found no member with exactly the room a single
+	// move needs and nothing has moved since but its own swaps (which change
+	// no member's room), only among the syncs those swaps moved: no other
+	// sync can have gained a single move. Going through all of a tenant's
+	// syncs at every call made spreading cost swaps × syncs per tenant.
+	candidates := sp.tenantSyncs[t]
+	if sp.cleanTenant == t && sp.cleanMoves == s.moves {
+		sp.recheck, sp.swapped = sp.swapped, sp.recheck
+		candidates = sp.recheck
+	}
+	sp.swapped = sp.swapped[:0]
+	sp.cleanTenant = -1
 	w := s.p.syncWeight
 	// Whether a single move exists depends on the sync's member, weight and
 	// group only, and a tenant's syncs share few of those: look once each.
 	sp.stamp++
-	for _, i := range syncs {
+	exact := false // some member has exactly the room a single move needs
+	for _, i := range candidates {
 		j := s.owner[i]
 		if j < 0 {
 			continue
 		}
 		a := sp.zone[j]
 		na := sp.get(t, a)
-		if na-lo < 2 {
-			continue
-		}
 		g := s.p.syncGroup[i]
 		if sp.triedBefore(j, g, w[i]) {
 			continue
 		}
 		sg := s.heaps(g)
-		x, _ := slices.BinarySearch(sg.members, j)
 		want := s.dev[j] + s.scale[j]*w[i]
-		target := int32(-1)
+		target, visited := int32(-1), 0
 		s.stack = sg.room.visitTop(spreadSearch, s.stack,
 			func(slot int32) bool { return s.dev[sg.members[slot]] >= want },
 			func(slot int32) {
+				visited++
 				m := sg.members[slot]
-				if s.dev[m] == want && sp.zone[m] != a && na-sp.get(t, sp.zone[m]) >= 2 && (target < 0 || slot < target) {
+				if s.dev[m] != want {
+					return
+				}
+				exact = true
+				if na-lo >= 2 && sp.zone[m] != a && na-sp.get(t, sp.zone[m]) >= 2 && (target < 0 || slot < target) {
 					target = slot
 				}
 			})
+		if visited == spreadSearch {
+			exact = true // the search was cut short: a single move may exist
+		}
 		if target >= 0 {
 			if !s.allow(step{i, sg.members[target]}) {
 				return false
 			}
+			x, _ := slices.BinarySearch(sg.members, j)
 			s.move(i, g, int32(x), target)
 			return true
 		}
 	}
-	return s.spreadSwaps(t)
+	moved := s.spreadSwaps(t)
+	if !exact {
+		sp.cleanTenant, sp.cleanMoves = t, s.moves
+	}
+	return moved
 }
 
 // spreadSwaps swaps syncs of tenant t out of zones where t is crowded for
@@ -483,6 +514,7 @@ func (s *stickyState) swapBuckets(t, t2, a, b int32, budget *int) (moved, ok boo
 			pt, _ := slices.BinarySearch(s.p.groups[gp].members, j)
 			s.move(i, gi, int32(is), int32(it))
 			s.move(p, gp, int32(ps), int32(pt))
+			sp.swapped = append(sp.swapped, i)
 			moved = true
 			from, to = sp.bucket(ka), sp.bucket(kb)
 			x-- // from[x] is now the next sync

@@ -160,6 +160,7 @@ type stickyState struct {
 	// since placement, once per change. A group's heaps are brought up to
 	// date from it only when the group is next used (see heaps).
 	touched []int32
+	moves   int // moves made so far
 
 	// With a move limit (Throttle), kept records each sync's valid current
 	// owner (or -1), changed counts the kept syncs that are elsewhere now,
@@ -584,6 +585,7 @@ func (s *stickyState) move(i, g, from, to int32) {
 	s.dev[mt] -= s.scale[mt] * w[i]
 	s.owner[i] = mt
 	s.touched = append(s.touched, mf, mt)
+	s.moves++
 	if s.spread != nil {
 		s.spread.inc(i, mf, -1)
 		s.spread.inc(i, mt, 1)
