@@ -9,8 +9,11 @@
 // members, syncs and current owners, never on the order of the input slices,
 // maps or time), returns promptly once its context is done, never modifies
 // or keeps its input, and returns a plan that [Validate] accepts. [Sticky]
-// and [Throttle] over it also return their own plan unchanged when given it
-// as Current, so the leader's reruns do not move anything.
+// also returns its own plan unchanged when given it as Current, so the
+// leader's reruns do not move anything. [Throttle] over Sticky does so only
+// once its rounds have reached Sticky's plan: until then each rerun, given
+// the previous round's plan, makes the next at most maxMoves moves, which is
+// what it is for.
 //
 // # Constraints
 //

@@ -32,6 +32,18 @@ import (
 // [Rendezvous]) or if b copes with its plans being partly applied. Throttle
 // is deterministic if b is, and ignores entries of b's plan for syncs that
 // are not in the input.
+//
+// Stability, precisely: Throttle leaves every sync that has a valid owner
+// in Current with that owner if and only if b would; if b would move any
+// of them, Throttle moves at least one and at most maxMoves (with Spread,
+// the first change of a round may be a swap of two syncs even when
+// maxMoves is 1, see above). So given its
+// own plan of the previous round as Current, Throttle returns it unchanged
+// only once the rounds have settled on b's plan (for [Sticky], on a plan
+// Sticky itself returns unchanged); before that every rerun moves more
+// syncs. A leader that reruns it after each round therefore keeps moving
+// syncs, at most maxMoves per round, until b's plan is reached, and only
+// then do reruns stop moving anything.
 func Throttle(b Balancer, maxMoves int) Balancer {
 	maxMoves = max(maxMoves, 1)
 	if lb, ok := b.(moveLimiter); ok {
