@@ -89,41 +89,54 @@ func (a *Admin) Drain(ctx context.Context, member string) error {
 		return fmt.Errorf("coordinator: drain: %w", err)
 	}
 	key := a.keys.Member(member)
-	resp, err := a.cli.Get(ctx, key)
-	if err != nil {
-		return fmt.Errorf("coordinator: drain %q: %w", member, err)
+	for first := true; ; first = false {
+		// Read the record, then watch from the revision read at, so no
+		// later write of it is missed; a watch that breaks (a compaction,
+		// a lost etcd leader) reads again.
+		resp, err := a.cli.Get(ctx, key)
+		if err != nil {
+			return fmt.Errorf("coordinator: drain %q: %w", member, err)
+		}
+		var kv *mvccpb.KeyValue
+		if len(resp.Kvs) == 1 && resp.Kvs[0].Lease != 0 {
+			kv = resp.Kvs[0]
+		} else if first {
+			return fmt.Errorf("%w: %q", ErrNoSuchMember, member)
+		}
+		done, err := a.awaitDrain(ctx, key, kv, resp.Header.Revision)
+		if err != nil || done {
+			return err
+		}
 	}
-	if len(resp.Kvs) == 0 || resp.Kvs[0].Lease == 0 {
-		return fmt.Errorf("%w: %q", ErrNoSuchMember, member)
-	}
-	kv := resp.Kvs[0]
-	// Watch from the record read, so no later write of it is missed.
+}
+
+// awaitDrain asks for the drain on record kv (nil: none live now) and
+// follows the member key from rev+1 until the member itself says it
+// drains (done), ctx ends, or the watch breaks (not done, no error: read
+// again). A record without the flag that replaces the one asked (a new
+// registration) is asked again.
+func (a *Admin) awaitDrain(ctx context.Context, key string, kv *mvccpb.KeyValue, rev int64) (bool, error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	events := a.cli.Watch(wctx, key, clientv3.WithRev(kv.ModRevision+1))
+	events := a.cli.Watch(wctx, key, clientv3.WithRev(rev+1))
 	for {
 		if kv != nil {
 			done, err := a.requestDrain(ctx, key, kv)
 			if err != nil || done {
-				return err
+				return done, err
 			}
 		}
-		// Wait for the member's answer, or for a record to ask again.
 		kv = nil
 		for kv == nil {
 			select {
 			case <-ctx.Done():
-				return fmt.Errorf("coordinator: drain %q: the member did not acknowledge: %w", member, ctx.Err())
+				return false, fmt.Errorf("coordinator: drain %s: the member did not acknowledge: %w", key, ctx.Err())
 			case wr, ok := <-events:
 				if !ok || wr.Err() != nil {
-					err := errors.New("watch closed")
-					if ok {
-						err = wr.Err()
-					}
 					if ctx.Err() != nil {
-						err = ctx.Err()
+						return false, fmt.Errorf("coordinator: drain %s: the member did not acknowledge: %w", key, ctx.Err())
 					}
-					return fmt.Errorf("coordinator: drain %q: the member did not acknowledge: %w", member, err)
+					return false, nil
 				}
 				for _, ev := range wr.Events {
 					if ev.Type == mvccpb.PUT && ev.Kv.Lease != 0 {

@@ -20,6 +20,9 @@ type claimResult struct {
 
 	sync    assignment.Sync
 	syncErr error // the sync is gone or its spec cannot be read
+	// specRev is the revision syncErr is true at: the unreadable spec's
+	// mod revision, or the claim's revision for a missing one.
+	specRev int64
 
 	holder string // member holding the owner key when not claimed
 
@@ -62,9 +65,10 @@ func (w *worker) claim(ids []string) (map[string]*claimResult, error) {
 		r := &claimResult{}
 		syncKVs := resp.Responses[1].GetResponseRange().Kvs
 		if len(syncKVs) == 0 {
-			r.syncErr = fmt.Errorf("coordinator: sync %q does not exist", id)
+			r.syncErr, r.specRev = fmt.Errorf("coordinator: sync %q does not exist", id), rev
 		} else {
 			r.sync, r.syncErr = decodeSync(id, syncKVs[0].Value, syncKVs[0].ModRevision)
+			r.specRev = syncKVs[0].ModRevision
 		}
 		if resp.Succeeded {
 			// A put in a Txn has the Txn's revision as create revision.

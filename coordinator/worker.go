@@ -123,7 +123,7 @@ func (w *worker) run() {
 			return
 		}
 		start := time.Now()
-		rev, err := w.load(reload)
+		rev, specRev, err := w.load(reload)
 		switch {
 		case errors.Is(err, errMemberIDTaken):
 			w.memberTrouble(err)
@@ -131,7 +131,7 @@ func (w *worker) run() {
 		case err != nil:
 			w.c.log.Warn("loading target failed, retrying", "error", err, "retry_in", max(delay, retryMin))
 		default:
-			w.follow(rev)
+			w.follow(rev, specRev)
 			reload = true
 		}
 		if err == nil && time.Since(start) > retryMax {
@@ -146,12 +146,14 @@ func (w *worker) run() {
 // watch broke (reload) it first re-reads the spec of every sync the member
 // has an opinion on (those with an actor, and those marked gone), since
 // the gap may have hidden changes, and gives every owner key on its lease
-// that no actor holds to an actor (reconcile). It returns the revision
-// read at.
-func (w *worker) load(reload bool) (int64, error) {
+// that no actor holds to an actor (reconcile). It returns the revision the
+// target was read at, and the revision from which spec changes may not
+// have been seen (the first spec read's: later reads may be at later
+// revisions, so the syncs watch starts there and replays what they saw).
+func (w *worker) load(reload bool) (rev, specRev int64, err error) {
 	if reload {
 		if err := w.reconcile(); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		w.mu.Lock()
 		ids := make([]string, 0, len(w.actors)+len(w.gone))
@@ -175,7 +177,10 @@ func (w *worker) load(reload bool) (int64, error) {
 			resp, err := w.c.cli.Txn(w.ctx).Then(ops...).Commit()
 			if err != nil {
 				w.c.m.etcdError("load-specs")
-				return 0, err
+				return 0, 0, err
+			}
+			if specRev == 0 {
+				specRev = resp.Header.Revision
 			}
 			for i, r := range resp.Responses {
 				kvs := r.GetResponseRange().Kvs
@@ -193,14 +198,14 @@ func (w *worker) load(reload bool) (int64, error) {
 	).Commit()
 	if err != nil {
 		w.c.m.etcdError("load-target")
-		return 0, err
+		return 0, 0, err
 	}
 	var member *mvccpb.KeyValue
 	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) == 1 {
 		member = kvs[0]
 	}
 	if err := w.keepMember(member); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	var target []string
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
@@ -211,18 +216,23 @@ func (w *worker) load(reload bool) (int64, error) {
 		target = t.Syncs
 	}
 	w.applyTarget(target)
-	return resp.Header.Revision, nil
+	if specRev == 0 {
+		specRev = resp.Header.Revision
+	}
+	return resp.Header.Revision, specRev, nil
 }
 
-// follow watches the target, the member key and the specs from rev+1 until
-// a watch breaks (compaction, lost etcd leader, closed channel), the member
-// key cannot be kept, or the epoch ends.
-func (w *worker) follow(rev int64) {
+// follow watches the target and the member key from rev+1 and the specs
+// from specRev+1 until a watch breaks (compaction, lost etcd leader, closed
+// channel), the member key cannot be kept, or the epoch ends. A spec event
+// replayed from before rev is newer than the read it follows, so applying
+// it is right.
+func (w *worker) follow(rev, specRev int64) {
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(w.ctx))
 	defer cancel()
 	tch := w.c.cli.Watch(ctx, w.c.keys.Target(w.c.o.memberID), clientv3.WithRev(rev+1))
 	mch := w.c.cli.Watch(ctx, w.c.keys.Member(w.c.o.memberID), clientv3.WithRev(rev+1))
-	sch := w.c.cli.Watch(ctx, w.c.keys.Syncs(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	sch := w.c.cli.Watch(ctx, w.c.keys.Syncs(), clientv3.WithPrefix(), clientv3.WithRev(specRev+1))
 	var recheck <-chan time.Time
 	for {
 		select {
@@ -579,7 +589,10 @@ func (w *worker) runActor(a *actor, held *claimResult) {
 
 		r := held
 		held = nil
-		if r == nil || r.unknown {
+		// A result that found the spec unreadable is not acted on twice:
+		// the spec may have been fixed since (markGone refused to act on
+		// it), and a new claim reads it again.
+		if r == nil || r.unknown || r.syncErr != nil {
 			rs, err := w.claim([]string{a.id})
 			if err != nil {
 				held = &claimResult{unknown: true} // it may have gone through
@@ -597,7 +610,7 @@ func (w *worker) runActor(a *actor, held *claimResult) {
 			// never hand it to the handler; give it back and wait for the
 			// leader to drop it from the target.
 			held = r
-			w.markGone(a, r.syncErr)
+			w.markGone(a, r)
 		case r.claimed || r.mine:
 			handoff := time.Duration(-1)
 			if !releasedAt.IsZero() {
@@ -623,7 +636,7 @@ func (w *worker) runActor(a *actor, held *claimResult) {
 				backoff = failBackoffMin
 			}
 		case r.syncErr != nil:
-			w.markGone(a, r.syncErr)
+			w.markGone(a, r)
 		case r.holder != "":
 			releasedAt = time.Time{}
 			next, released, err := w.waitRelease(a)
@@ -642,15 +655,21 @@ func (w *worker) runActor(a *actor, held *claimResult) {
 	}
 }
 
-// markGone records that the sync cannot be run here until its spec changes.
-func (w *worker) markGone(a *actor, err error) {
-	w.c.log.Warn("sync not runnable", "sync", a.id, "error", err)
+// markGone records that the sync cannot be run here until its spec
+// changes, as the claim r found it; unless the syncs watch has shown a
+// valid spec newer than r's read meanwhile (r is stale: the actor claims
+// again and reads the spec anew).
+func (w *worker) markGone(a *actor, r *claimResult) {
 	w.mu.Lock()
+	defer w.mu.Unlock()
+	if a.spec != nil && a.spec.Revision > r.specRev {
+		return
+	}
+	w.c.log.Warn("sync not runnable", "sync", a.id, "error", r.syncErr)
 	if w.target[a.id] {
 		w.gone[a.id] = true
 	}
 	w.updateWantLocked(a)
-	w.mu.Unlock()
 }
 
 // wait sleeps for d, returning early (false) when the actor is poked or the
