@@ -82,6 +82,9 @@ func (w *worker) claim(ids []string) (map[string]*claimResult, error) {
 			r.mine, r.token = true, ownerKVs[0].CreateRevision
 		case len(ownerKVs) == 1:
 			r.holder, r.token = string(ownerKVs[0].Value), ownerKVs[0].CreateRevision
+			if r.holder == "" {
+				r.holder = "(a key with no member named)" // written by hand: wait for it like any holder
+			}
 		}
 		out[id] = r
 	}

@@ -392,8 +392,8 @@ func (c *Coordinator) epoch(sess *session) outcome {
 	return out
 }
 
-// leaveGracefully revokes every sync with reason Leaving, releases them,
-// and deletes the member key, before the session is closed.
+// leaveGracefully revokes every sync with reason Leaving and releases
+// them, before the session is closed.
 func (c *Coordinator) leaveGracefully(w *worker, sess *session) {
 	w.leaveAll()
 	for {
@@ -407,12 +407,10 @@ func (c *Coordinator) leaveGracefully(w *worker, sess *session) {
 			return
 		}
 	}
-	key := c.keys.Member(c.o.memberID)
-	if _, err := c.cli.Txn(c.leaveCtx).
-		If(clientv3.Compare(clientv3.LeaseValue(key), "=", sess.id)).
-		Then(clientv3.OpDelete(key)).Commit(); err != nil {
-		c.log.Warn("deregister failed; the lease revoke will remove the member", "error", err)
-	}
+	// The member key goes with the lease, revoked once the worker and the
+	// campaign have stopped (see epoch): a delete of the key alone could be
+	// undone by a member-key write still on its way to etcd, while a write
+	// on a revoked lease fails.
 }
 
 // Drain asks the leader to move every sync away from this member and
@@ -510,24 +508,40 @@ func (c *Coordinator) drainForLeave(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		// Watch first, then look: no membership change can fall between.
-		wch := c.cli.Watch(clientv3.WithRequireLeader(dctx), c.keys.Members(), clientv3.WithPrefix())
-		for {
-			if !c.othersCanTakeOver(dctx) {
-				if dctx.Err() == nil {
-					close(alone)
-					cancel()
+		delay := retryMin
+		for dctx.Err() == nil {
+			// Watch first, then look: no membership change can fall
+			// between. A look that fails proves nothing (the drain goes
+			// on); a watch that breaks is set up again.
+			wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(dctx))
+			wch := c.cli.Watch(wctx, c.keys.Members(), clientv3.WithPrefix())
+		look:
+			for {
+				others, err := c.othersCanTakeOver(dctx)
+				if err == nil && !others {
+					wcancel()
+					if dctx.Err() == nil {
+						close(alone)
+						cancel()
+					}
+					return
 				}
-				return
-			}
-			select {
-			case wr, ok := <-wch:
-				if !ok || wr.Err() != nil {
-					return // the drain runs on to its ctx, as it would without this
+				if err != nil {
+					break look
 				}
-			case <-dctx.Done():
-				return
+				delay = retryMin
+				select {
+				case wr, ok := <-wch:
+					if !ok || wr.Err() != nil {
+						break look
+					}
+				case <-dctx.Done():
+					break look
+				}
 			}
+			wcancel()
+			sleepCtx(dctx, delay)
+			delay = min(2*delay, retryMax)
 		}
 	}()
 	err := c.drain(dctx, true)
@@ -558,10 +572,10 @@ func (c *Coordinator) checkCall(ctx context.Context) error {
 
 // othersCanTakeOver reports whether another live, non-draining member is
 // registered.
-func (c *Coordinator) othersCanTakeOver(ctx context.Context) bool {
+func (c *Coordinator) othersCanTakeOver(ctx context.Context) (bool, error) {
 	resp, err := c.cli.Get(ctx, c.keys.Members(), clientv3.WithPrefix())
 	if err != nil {
-		return false
+		return false, err
 	}
 	for _, kv := range resp.Kvs {
 		id, ok := keys.ID(c.keys.Members(), string(kv.Key))
@@ -569,10 +583,10 @@ func (c *Coordinator) othersCanTakeOver(ctx context.Context) bool {
 			continue // a key without a lease is no live member
 		}
 		if m, err := decodeMember(id, kv.Value); err == nil && !m.Draining {
-			return true
+			return true, nil
 		}
 	}
-	return false
+	return false, nil
 }
 
 func (c *Coordinator) shuttingDown() bool { return c.stopping.Load() }

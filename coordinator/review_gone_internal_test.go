@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/baton-go/baton/assignment"
@@ -67,4 +68,29 @@ func (b *bareWorker) goneMark(id string) bool {
 	b.w.mu.Lock()
 	defer b.w.mu.Unlock()
 	return b.w.gone[id]
+}
+
+// The claim reads the spec as it is now, while the syncs watch may still be
+// delivering older events. applySpec weighs an unreadable (or deleted)
+// spec without looking at its revision: an event older than the spec the
+// owner already runs marks the sync gone and revokes it (Removed), and the
+// next event brings it back: a restart of a sync whose spec is fine.
+func TestStaleSpecEventDoesNotRevokeANewerSpec(t *testing.T) {
+	b := newBareWorker(t)
+	ctx := context.Background()
+	key := b.w.c.keys.Sync("s")
+	require.NoError(t, b.store.Put(ctx, assignment.Sync{ID: "s", Spec: []byte(`{"v":1}`)}))
+	broken, err := b.cli.Put(ctx, key, "{not json")
+	require.NoError(t, err)
+	require.NoError(t, b.store.Put(ctx, assignment.Sync{ID: "s", Spec: []byte(`{"v":2}`)}))
+	b.w.applyTarget([]string{"s"}) // claims s, reading v2
+	require.True(t, waitUntilInternal(10*time.Second, func() bool { return b.owned("s") != nil }), "s runs")
+	require.JSONEq(t, `{"v":2}`, string(b.owned("s").Sync().Spec))
+	// The watch catches up: the broken spec, older than v2.
+	b.w.applySpec(&mvccpb.KeyValue{Key: []byte(key), Value: []byte("{not json"), ModRevision: broken.Header.Revision}, false)
+	b.w.mu.Lock()
+	a, gone := b.w.actors["s"], b.w.gone["s"]
+	want := a != nil && a.want
+	b.w.mu.Unlock()
+	require.True(t, want && !gone, "an event older than the running spec does not revoke s (want=%v gone=%v)", want, gone)
 }

@@ -63,14 +63,18 @@ type worker struct {
 	// memberKick asks the worker to bring members/<self> up to date (a
 	// Drain was called).
 	memberKick chan struct{}
-	// suspectKick tells the worker that an actor gave back a claim whose
-	// outcome it never learned: etcd may still apply that claim after the
-	// delete that gave it back, so the worker looks for keys on its lease
-	// once more a TTL later (see reconcile).
+	// rechecks are the instants at which the worker looks for keys on its
+	// lease once more (see reconcile), oldest first (worker.mu): each a TTL
+	// after an actor gave back a claim whose outcome it never learned, since
+	// etcd may still apply that claim after the delete that gave it back.
+	// They outlive a reload. suspectKick wakes the worker for a new one.
+	rechecks    []time.Time
 	suspectKick chan struct{}
 	// drainShown: the member key says draining, as this worker saw or
 	// wrote it.
 	drainShown atomic.Bool
+	// memberPending: a member-key write failed and is to be tried again.
+	memberPending atomic.Bool
 }
 
 // actor runs one sync's lifecycle on its own goroutine, so that callbacks
@@ -174,7 +178,7 @@ func (w *worker) load(reload bool) (rev, specRev int64, err error) {
 			for i, id := range batch {
 				ops[i] = clientv3.OpGet(w.c.keys.Sync(id))
 			}
-			resp, err := w.c.cli.Txn(w.ctx).Then(ops...).Commit()
+			resp, err := w.txn(ops...)
 			if err != nil {
 				w.c.m.etcdError("load-specs")
 				return 0, 0, err
@@ -192,10 +196,10 @@ func (w *worker) load(reload bool) (rev, specRev int64, err error) {
 			}
 		}
 	}
-	resp, err := w.c.cli.Txn(w.ctx).Then(
+	resp, err := w.txn(
 		clientv3.OpGet(w.c.keys.Target(w.c.o.memberID)),
 		clientv3.OpGet(w.c.keys.Member(w.c.o.memberID)),
-	).Commit()
+	)
 	if err != nil {
 		w.c.m.etcdError("load-target")
 		return 0, 0, err
@@ -204,8 +208,10 @@ func (w *worker) load(reload bool) (rev, specRev int64, err error) {
 	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) == 1 {
 		member = kvs[0]
 	}
-	if err := w.keepMember(member); err != nil {
+	if err := w.keepMember(member); errors.Is(err, errMemberIDTaken) {
 		return 0, 0, err
+	} else if err != nil {
+		w.memberTrouble(err) // follow tries again; the target applies meanwhile
 	}
 	var target []string
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
@@ -222,6 +228,14 @@ func (w *worker) load(reload bool) (rev, specRev int64, err error) {
 	return resp.Header.Revision, specRev, nil
 }
 
+// txn runs a Txn of reads for the worker, bounded like a claim: one stuck on
+// an unresponsive etcd member fails after TTL/2, and the worker tries again.
+func (w *worker) txn(ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
+	ctx, cancel := context.WithTimeout(w.ctx, w.sess.ttl/2)
+	defer cancel()
+	return w.c.cli.Txn(ctx).Then(ops...).Commit()
+}
+
 // follow watches the target and the member key from rev+1 and the specs
 // from specRev+1 until a watch breaks (compaction, lost etcd leader, closed
 // channel), the member key cannot be kept, or the epoch ends. A spec event
@@ -233,24 +247,51 @@ func (w *worker) follow(rev, specRev int64) {
 	tch := w.c.cli.Watch(ctx, w.c.keys.Target(w.c.o.memberID), clientv3.WithRev(rev+1))
 	mch := w.c.cli.Watch(ctx, w.c.keys.Member(w.c.o.memberID), clientv3.WithRev(rev+1))
 	sch := w.c.cli.Watch(ctx, w.c.keys.Syncs(), clientv3.WithPrefix(), clientv3.WithRev(specRev+1))
-	var recheck <-chan time.Time
+	recheck := time.NewTimer(time.Hour)
+	defer recheck.Stop()
+	w.armRecheck(recheck)
+	// A member-key write that failed is tried again after a backoff; the
+	// target and specs are followed meanwhile.
+	memberRetry := time.NewTimer(time.Hour)
+	memberRetry.Stop()
+	defer memberRetry.Stop()
+	memberDelay := retryMin
+	keepMember := func(kv *mvccpb.KeyValue) bool {
+		err := w.keepMember(kv)
+		switch {
+		case err == nil:
+			memberDelay = retryMin
+		case errors.Is(err, errMemberIDTaken):
+			w.memberTrouble(err)
+			return false
+		default:
+			w.memberTrouble(err)
+			memberRetry.Reset(memberDelay)
+			memberDelay = min(2*memberDelay, retryMax)
+		}
+		return true
+	}
+	if w.memberPending.Load() {
+		memberRetry.Reset(0)
+	}
 	for {
 		select {
 		case <-w.ctx.Done():
 			return
 		case <-w.suspectKick:
-			if recheck == nil {
-				recheck = time.After(w.sess.ttl)
-			}
-		case <-recheck:
-			recheck = nil
+			w.armRecheck(recheck)
+		case <-recheck.C:
 			if err := w.reconcile(); err != nil {
 				w.c.log.Info("looking for owner keys on the lease failed, reloading", "error", err)
 				return
 			}
+			w.armRecheck(recheck)
+		case <-memberRetry.C:
+			if !keepMember(nil) {
+				return
+			}
 		case <-w.memberKick:
-			if err := w.keepMember(nil); err != nil {
-				w.memberTrouble(err)
+			if !keepMember(nil) {
 				return
 			}
 		case wr, ok := <-tch:
@@ -279,8 +320,7 @@ func (w *worker) follow(rev, specRev int64) {
 				if ev.Type == mvccpb.DELETE {
 					kv = nil
 				}
-				if err := w.keepMember(kv); err != nil {
-					w.memberTrouble(err)
+				if !keepMember(kv) {
 					return
 				}
 			}
@@ -308,14 +348,41 @@ func (w *worker) watchBroke(what string, wr clientv3.WatchResponse, ok bool) {
 }
 
 // memberTrouble ends the session when another one holds the member ID;
-// any other error makes the worker reload (and so try again).
+// any other error is logged, and the write is tried again (memberPending).
 func (w *worker) memberTrouble(err error) {
 	if errors.Is(err, errMemberIDTaken) {
 		w.c.log.Error("member key taken by another session; starting a new session", "error", err)
 		w.sess.lose(err)
 		return
 	}
-	w.c.log.Warn("updating the member key failed, reloading", "error", err)
+	w.memberPending.Store(true)
+	w.c.log.Warn("updating the member key failed, retrying", "error", err)
+}
+
+// armRecheck drops the rechecks that are due (the reconcile that just ran,
+// or is about to, covers them) and sets t for the next one.
+func (w *worker) armRecheck(t *time.Timer) {
+	w.mu.Lock()
+	now := time.Now()
+	due := 0
+	for due < len(w.rechecks) && !w.rechecks[due].After(now) {
+		due++
+	}
+	w.rechecks = w.rechecks[due:]
+	next := time.Hour
+	if len(w.rechecks) > 0 {
+		next = time.Until(w.rechecks[0])
+	}
+	w.mu.Unlock()
+	t.Reset(next)
+}
+
+// suspect schedules a look for keys on the lease a TTL from now.
+func (w *worker) suspect() {
+	w.mu.Lock()
+	w.rechecks = append(w.rechecks, time.Now().Add(w.sess.ttl))
+	w.mu.Unlock()
+	poke(w.suspectKick)
 }
 
 // errMemberIDTaken: members/<self> is held by another lease.
@@ -346,6 +413,7 @@ func (w *worker) keepMember(kv *mvccpb.KeyValue) error {
 			// Acknowledge it: Admin.Drain waits for the member's own write.
 			w.c.log.Info("draining, as asked through the member key")
 		} else if err == nil && m.Draining == w.c.draining.Load() && !drainRequested(kv.Value) {
+			w.memberPending.Store(false)
 			w.showDrain(m.Draining)
 			return nil
 		}
@@ -356,7 +424,11 @@ func (w *worker) keepMember(kv *mvccpb.KeyValue) error {
 	// Overwrite the key only while it is ours; else only if it is absent
 	// or has no lease (written by hand: no live session holds it). An
 	// absent key's lease compares as 0.
-	resp, err := w.c.cli.Txn(w.ctx).
+	// Bounded like a claim: a Txn stuck on an unresponsive etcd member
+	// must not hold the worker's watches up.
+	ctx, cancel := context.WithTimeout(w.ctx, w.sess.ttl/2)
+	defer cancel()
+	resp, err := w.c.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.LeaseValue(key), "=", w.sess.id)).
 		Then(put).
 		Else(clientv3.OpTxn(
@@ -378,6 +450,7 @@ func (w *worker) keepMember(kv *mvccpb.KeyValue) error {
 		}
 		w.c.log.Warn("member key was deleted or overwritten by hand; registered again")
 	}
+	w.memberPending.Store(false)
 	w.showDrain(draining)
 	return nil
 }
@@ -398,12 +471,6 @@ func (w *worker) applySpec(kv *mvccpb.KeyValue, deleted bool) {
 	if !ok {
 		return
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	a := w.actors[id]
-	if a == nil && !w.target[id] {
-		return
-	}
 	var sy assignment.Sync
 	var err error
 	if deleted {
@@ -411,30 +478,37 @@ func (w *worker) applySpec(kv *mvccpb.KeyValue, deleted bool) {
 	} else {
 		sy, err = decodeSync(id, kv.Value, kv.ModRevision)
 	}
-	switch {
-	case err != nil:
-		if a != nil && !deleted {
-			w.c.log.Error("owned sync has an invalid spec; revoking it", "sync", id, "error", err)
-		}
+	w.mu.Lock()
+	a := w.actors[id]
+	if (a == nil && !w.target[id]) || (a != nil && a.spec != nil && kv.ModRevision < a.spec.Revision) {
+		// Not ours; or older than the spec the actor has (its claim read
+		// the spec while the watch was behind): nothing new.
+		w.mu.Unlock()
+		return
+	}
+	if err != nil {
 		if w.target[id] {
 			w.gone[id] = true
 		}
-	default:
+	} else {
 		delete(w.gone, id)
 		if a != nil && (a.spec == nil || sy.Revision > a.spec.Revision) {
 			a.spec = &sy
 			a.poke()
 		}
 	}
-	if a == nil {
-		if err == nil && !w.leaving && w.ctx.Err() == nil {
-			// A targeted sync whose spec was unreadable (or that was
-			// re-created) can run again.
-			w.spawnLocked(id, nil)
-		}
-		return
+	switch {
+	case a != nil:
+		w.updateWantLocked(a)
+	case err == nil && !w.leaving && w.ctx.Err() == nil:
+		// A targeted sync whose spec was unreadable (or that was
+		// re-created) can run again.
+		w.spawnLocked(id, nil)
 	}
-	w.updateWantLocked(a)
+	w.mu.Unlock()
+	if a != nil && err != nil && !deleted {
+		w.c.log.Error("owned sync has an invalid spec; revoking it", "sync", id, "error", err)
+	}
 }
 
 // applyTarget makes ids the member's target.
@@ -626,13 +700,19 @@ func (w *worker) runActor(a *actor, held *claimResult) {
 				w.mu.Unlock()
 				return
 			}
-			if why == assignment.Failed {
+			switch why {
+			case assignment.LeaseLost, assignment.Shutdown:
+				// Not assigned: the lease came at risk. Either the
+				// session ends very soon, or a renewal answered late and
+				// it lives on; do not spin meanwhile.
+				sleepCtx(w.sess.riskCtx, retryMin)
+			case assignment.Failed:
 				w.wait(a, backoff)
 				backoff = min(2*backoff, failBackoffMax)
 				w.mu.Lock()
 				a.since = time.Now() // the retry's claim wait starts now
 				w.mu.Unlock()
-			} else {
+			default:
 				backoff = failBackoffMin
 			}
 		case r.syncErr != nil:
@@ -661,15 +741,16 @@ func (w *worker) runActor(a *actor, held *claimResult) {
 // again and reads the spec anew).
 func (w *worker) markGone(a *actor, r *claimResult) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if a.spec != nil && a.spec.Revision > r.specRev {
+		w.mu.Unlock()
 		return
 	}
-	w.c.log.Warn("sync not runnable", "sync", a.id, "error", r.syncErr)
 	if w.target[a.id] {
 		w.gone[a.id] = true
 	}
 	w.updateWantLocked(a)
+	w.mu.Unlock()
+	w.c.log.Warn("sync not runnable", "sync", a.id, "error", r.syncErr)
 }
 
 // wait sleeps for d, returning early (false) when the actor is poked or the
@@ -820,6 +901,11 @@ func (w *worker) ownedLoop(a *actor, c *assignment.Claim, octx context.Context, 
 			return w.lostReason(), assignment.Sync{}
 		case <-a.kick:
 		}
+		// select picks at random among ready cases: a kick that came with
+		// the lease at risk must not win over it.
+		if w.sess.riskCtx.Err() != nil || w.ctx.Err() != nil {
+			return w.lostReason(), assignment.Sync{}
+		}
 		w.mu.Lock()
 		want, reason, failure, spec := a.want, a.reason, a.failure, a.spec
 		a.failure = nil
@@ -869,8 +955,7 @@ func (w *worker) giveBack(id string, r *claimResult) bool {
 		err := w.deleteOwner(id, r)
 		if err == nil {
 			if r.unknown {
-				// etcd may still apply the claim after this delete.
-				poke(w.suspectKick)
+				w.suspect() // etcd may still apply the claim after this delete
 			}
 			return true
 		}
@@ -893,20 +978,26 @@ func (w *worker) giveBack(id string, r *claimResult) bool {
 // actor had given it back), and nothing else would ever free it while the
 // member lives: a member the sync moves to would wait for it for good.
 func (w *worker) reconcile() error {
-	resp, err := w.c.cli.TimeToLive(w.ctx, w.sess.id, clientv3.WithAttachedKeys())
+	ctx, cancel := context.WithTimeout(w.ctx, w.sess.ttl/2)
+	defer cancel()
+	resp, err := w.c.cli.TimeToLive(ctx, w.sess.id, clientv3.WithAttachedKeys())
 	if err != nil {
 		w.c.m.etcdError("lease-keys")
 		return fmt.Errorf("coordinator: keys on the lease: %w", err)
 	}
+	var orphans []string
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	for _, k := range resp.Keys {
 		id, ok := keys.ID(w.c.keys.Owners(), string(k))
 		if !ok || w.actors[id] != nil {
 			continue
 		}
-		w.c.log.Warn("owner key on this member's lease with no sync running; adopting or releasing it", "sync", id)
+		orphans = append(orphans, id)
 		w.spawnLocked(id, &claimResult{unknown: true})
+	}
+	w.mu.Unlock()
+	if len(orphans) > 0 {
+		w.c.log.Warn("owner keys on this member's lease with no sync running; adopting or releasing them", "syncs", orphans)
 	}
 	return nil
 }
