@@ -33,10 +33,29 @@ func encodeSync(sy assignment.Sync) ([]byte, error) {
 	if len(sy.Spec) > maxSpecBytes {
 		return nil, fmt.Errorf("coordinator: sync %q: spec is %d bytes, the limit is %d", sy.ID, len(sy.Spec), maxSpecBytes)
 	}
-	if len(sy.Spec) > 0 && !json.Valid(sy.Spec) {
+	spec := bytes.TrimSpace(sy.Spec)
+	if len(spec) > 0 && !json.Valid(spec) {
 		return nil, fmt.Errorf("coordinator: sync %q: %w: spec is not valid JSON", sy.ID, ErrInvalidSpec)
 	}
-	return json.Marshal(syncEnvelope{Weight: sy.Weight, Labels: sy.Labels, Spec: sy.Spec})
+	// The spec goes into the envelope as it is: json.Marshal would compact
+	// a RawMessage and escape <, > and &, so List and Claim.Sync would not
+	// give back the bytes that were Put. Only the whitespace around it is
+	// trimmed (inside the envelope it would not survive a decode anyway).
+	head, err := json.Marshal(syncEnvelope{Weight: sy.Weight, Labels: sy.Labels})
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: sync %q: %w", sy.ID, err)
+	}
+	if len(spec) == 0 {
+		return head, nil
+	}
+	out := make([]byte, 0, len(head)+len(spec)+len(`,"spec":`))
+	out = append(out, head[:len(head)-1]...) // without the closing }
+	if len(head) > 2 {
+		out = append(out, ',')
+	}
+	out = append(out, `"spec":`...)
+	out = append(out, spec...)
+	return append(out, '}'), nil
 }
 
 // decodeSync reads the envelope stored for sync id at revision rev. Anything
