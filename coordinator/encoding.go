@@ -92,13 +92,15 @@ func encodeMember(m assignment.Member) []byte {
 	return b
 }
 
+// decodeMember reads a member record. Baton always writes a weight ≥ 1, so
+// a record without one (null, {}, written by hand) is not a member.
 func decodeMember(id string, value []byte) (assignment.Member, error) {
-	var r memberRecord
+	var r *memberRecord
 	if err := json.Unmarshal(value, &r); err != nil {
 		return assignment.Member{}, fmt.Errorf("coordinator: member %q: %w", id, err)
 	}
-	if r.Weight < 1 {
-		r.Weight = 1
+	if r == nil || r.Weight < 1 {
+		return assignment.Member{}, fmt.Errorf("coordinator: member %q: no weight ≥ 1 in %.40q", id, value)
 	}
 	return assignment.Member{ID: id, Weight: r.Weight, Labels: maps.Clone(r.Labels), Draining: r.Draining}, nil
 }

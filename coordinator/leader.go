@@ -117,8 +117,10 @@ func (v *view) applyMember(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
 	if !ok {
 		return
 	}
-	if deleted {
-		delete(v.members, id)
+	delete(v.members, id)
+	// Only a key held by a lease is a member: one written by hand without
+	// a lease would never expire, and the syncs given to it never run.
+	if deleted || kv.Lease == 0 {
 		return
 	}
 	if m, err := decodeMember(id, kv.Value); err == nil {
