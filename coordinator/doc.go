@@ -42,5 +42,12 @@
 //     rate differences between the member and etcd's leader.
 //   - A Balancer that errors, panics, overruns its budget (the TTL) or
 //     returns an invalid plan is logged and counted; the previous targets
-//     stand.
+//     stand, and the next change calls it again.
+//   - A Balancer call that overruns its budget, or that is still running
+//     when leadership ends, is abandoned: the leader goes on without it,
+//     and neither the leader loop nor [Coordinator.Leave] waits for it to
+//     return (it is the one goroutine Leave does not wait for). A Balancer
+//     should therefore honour its ctx. At most two abandoned calls may
+//     still run per member session; while two do, the leader does not
+//     call the Balancer at all (counted as "skipped").
 package coordinator

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"runtime/debug"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -27,6 +28,10 @@ var errNotLeader = errors.New("coordinator: leadership lost (election guard fail
 // whenever it wins.
 func (c *Coordinator) campaign(ectx context.Context, sess *session) {
 	delay := retryMin
+	// Balancer calls abandoned in this epoch that have not returned yet;
+	// it outlives each term, so a Balancer that hangs on every call cannot
+	// leak a goroutine per term.
+	calls := &balancerCalls{}
 	for ectx.Err() == nil && sess.riskCtx.Err() == nil {
 		el := election.New(sess.electionSession(), c.keys.Election())
 		lctx, err := el.Campaign(ectx, c.o.memberID)
@@ -43,7 +48,7 @@ func (c *Coordinator) campaign(ectx context.Context, sess *session) {
 		c.leader.Store(true)
 		c.m.setLeader(true)
 		c.log.Info("became leader")
-		err = c.lead(lctx, el)
+		err = c.lead(lctx, el, calls)
 		c.leader.Store(false)
 		c.m.setLeader(false)
 		c.log.Info("leadership ended", "error", err)
@@ -240,8 +245,27 @@ func (v *view) input() rebalance.Input {
 	return in
 }
 
+// Test hooks, nil in production: a test sets them (before the coordinator
+// starts, and clears them after it stopped) to reach the leader loop's
+// retry paths.
+var (
+	testHookLeaderLoad   func() error        // before each load; an error fails it
+	testHookLeaderFollow func() error        // as each follow starts; an error is a watch broken at once
+	testHookLeaderWait   func(time.Duration) // each wait of the leader loop before it loads again
+)
+
+// leaderLoad is loadView, or the test hook's failure.
+func (c *Coordinator) leaderLoad(ctx context.Context) (*view, int64, error) {
+	if testHookLeaderLoad != nil {
+		if err := testHookLeaderLoad(); err != nil {
+			return nil, 0, err
+		}
+	}
+	return loadView(ctx, c.cli, c.keys)
+}
+
 // lead runs the leader loop until leadership ends.
-func (c *Coordinator) lead(lctx context.Context, el *election.Election) error {
+func (c *Coordinator) lead(lctx context.Context, el *election.Election, calls *balancerCalls) error {
 	settle := c.o.settle
 	maxWait := max(10*settle, time.Second)
 	timer := time.NewTimer(time.Hour)
@@ -258,12 +282,16 @@ func (c *Coordinator) lead(lctx context.Context, el *election.Election) error {
 		timer.Reset(min(d, time.Until(dirtySince.Add(maxWait))))
 	}
 	retry := time.Second
+	// reload paces the loads: a load that fails, or watches that break
+	// before delivering anything, wait longer each time; a follow that made
+	// progress starts the next reload at once.
+	reload := backoff{min: retryMin, max: retryMax}
 	for lctx.Err() == nil {
-		v, rev, err := loadView(lctx, c.cli, c.keys)
+		v, rev, err := c.leaderLoad(lctx)
 		if err != nil {
 			c.m.etcdError("leader-load")
 			c.log.Warn("leader could not load the group, retrying", "error", err)
-			sleepCtx(lctx, retryMin)
+			reload.wait(lctx)
 			continue
 		}
 		c.reportInvalid(v)
@@ -274,6 +302,12 @@ func (c *Coordinator) lead(lctx context.Context, el *election.Election) error {
 		tch := c.cli.Watch(wctx, c.keys.Targets(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 		och := c.cli.Watch(wctx, c.keys.Owners(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 		again := false // a plan was written: run again once owners move (Throttle)
+		followed, progress := time.Now(), false
+		if testHookLeaderFollow != nil && testHookLeaderFollow() != nil {
+			cancel()
+			reload.wait(lctx)
+			continue
+		}
 	follow:
 		for {
 			var wr clientv3.WatchResponse
@@ -286,7 +320,7 @@ func (c *Coordinator) lead(lctx context.Context, el *election.Election) error {
 				return context.Cause(lctx)
 			case <-timer.C:
 				dirtySince = time.Time{}
-				changed, err := c.rebalance(lctx, el, v)
+				changed, err := c.rebalance(lctx, el, v, calls)
 				switch {
 				case errors.Is(err, errNotLeader):
 					cancel()
@@ -321,6 +355,7 @@ func (c *Coordinator) lead(lctx context.Context, el *election.Election) error {
 				}
 				break follow
 			}
+			progress = true
 			for _, ev := range wr.Events {
 				apply(c.keys, ev.Kv, ev.Type == mvccpb.DELETE)
 			}
@@ -329,17 +364,40 @@ func (c *Coordinator) lead(lctx context.Context, el *election.Election) error {
 			}
 		}
 		cancel()
+		if progress || time.Since(followed) >= retryMax {
+			reload.reset()
+		} else {
+			reload.wait(lctx)
+		}
 	}
 	return context.Cause(lctx)
 }
 
+// backoff is an exponential wait between min and max.
+type backoff struct {
+	min, max, next time.Duration
+}
+
+// wait sleeps for the current delay, or until ctx ends, and doubles the
+// next one.
+func (b *backoff) wait(ctx context.Context) bool {
+	d := max(b.next, b.min)
+	b.next = min(2*d, b.max)
+	if testHookLeaderWait != nil {
+		testHookLeaderWait(d)
+	}
+	return sleepCtx(ctx, d)
+}
+
+func (b *backoff) reset() { b.next = b.min }
+
 // rebalance runs the Balancer on the view and writes the targets that
 // changed; it reports whether it wrote anything.
-func (c *Coordinator) rebalance(ctx context.Context, el *election.Election, v *view) (bool, error) {
+func (c *Coordinator) rebalance(ctx context.Context, el *election.Election, v *view, calls *balancerCalls) (bool, error) {
 	start := time.Now()
 	c.reportInvalid(v)
 	in := v.input()
-	plan, err := c.balance(ctx, in)
+	plan, err := c.balance(ctx, in, calls)
 	if err != nil {
 		return false, err
 	}
@@ -371,6 +429,7 @@ func (c *Coordinator) rebalance(ctx context.Context, el *election.Election, v *v
 		}
 	}
 	if len(ops) == 0 {
+		c.log.Debug("rebalance round: plan unchanged, nothing to write", "generation", v.gen)
 		return false, nil
 	}
 	moves := 0
@@ -406,30 +465,83 @@ func (c *Coordinator) rebalance(ctx context.Context, el *election.Election, v *v
 	return true, nil
 }
 
-// balance calls the Balancer with a deadline and turns an error, a panic
-// or an overrun into an error; the previous targets then stand.
-func (c *Coordinator) balance(ctx context.Context, in rebalance.Input) (plan assignment.Plan, err error) {
+// maxAbandonedBalancerCalls bounds the Balancer calls that overran their
+// budget and still run: beyond it the leader does not call the Balancer
+// (the round fails, logged and counted as "skipped") until one returns.
+const maxAbandonedBalancerCalls = 2
+
+// balancerCalls counts a leader's abandoned Balancer calls.
+type balancerCalls struct {
+	abandoned atomic.Int32
+}
+
+type balanceResult struct {
+	plan assignment.Plan
+	err  error
+}
+
+// balance calls the Balancer on its own goroutine with a deadline (the
+// TTL), and turns an error, a panic or an overrun into an error; the
+// previous targets then stand. A call that overruns, or that is still
+// running when leadership ends, is abandoned, not waited for: a Balancer
+// that ignores its ctx must not wedge the leader (nor Leave, which waits
+// for the leader loop). Its late result is dropped; the next round calls
+// the Balancer again.
+func (c *Coordinator) balance(ctx context.Context, in rebalance.Input, calls *balancerCalls) (assignment.Plan, error) {
+	if n := calls.abandoned.Load(); n >= maxAbandonedBalancerCalls {
+		c.m.balancerError("skipped")
+		return nil, fmt.Errorf("coordinator: balancer not called: %d earlier calls overran their budget and have not returned", n)
+	}
 	bctx, cancel := context.WithTimeout(ctx, c.o.ttl)
 	defer cancel()
-	defer func() {
-		if p := recover(); p != nil {
-			c.m.balancerError("panic")
-			plan, err = nil, fmt.Errorf("coordinator: balancer panicked: %v\n%s", p, debug.Stack())
-		}
+	done := make(chan balanceResult, 1)
+	var state atomic.Int32 // 0 running, 1 returned in time, 2 abandoned
+	go func() {
+		var r balanceResult
+		defer func() {
+			if p := recover(); p != nil {
+				r = balanceResult{err: fmt.Errorf("%w: %v\n%s", errBalancerPanic, p, debug.Stack())}
+			}
+			done <- r
+			if !state.CompareAndSwap(0, 1) {
+				calls.abandoned.Add(-1)
+			}
+		}()
+		r.plan, r.err = c.o.balancer.Balance(bctx, in)
 	}()
-	plan, err = c.o.balancer.Balance(bctx, in)
+	var r balanceResult
+	select {
+	case r = <-done:
+	case <-bctx.Done():
+		calls.abandoned.Add(1)
+		if state.CompareAndSwap(0, 2) {
+			if ctx.Err() != nil {
+				return nil, context.Cause(ctx)
+			}
+			c.m.balancerError("timeout")
+			return nil, fmt.Errorf("coordinator: balancer overran its %v budget; the call is abandoned (%d abandoned calls still running)",
+				c.o.ttl, calls.abandoned.Load())
+		}
+		calls.abandoned.Add(-1) // it returned just now
+		r = <-done
+	}
 	switch {
-	case err != nil:
+	case errors.Is(r.err, errBalancerPanic):
+		c.m.balancerError("panic")
+		return nil, r.err
+	case r.err != nil:
 		c.m.balancerError("error")
-		return nil, fmt.Errorf("coordinator: balancer: %w", err)
+		return nil, fmt.Errorf("coordinator: balancer: %w", r.err)
 	case bctx.Err() != nil && ctx.Err() == nil:
 		c.m.balancerError("timeout")
 		return nil, fmt.Errorf("coordinator: balancer overran its %v budget", c.o.ttl)
-	case plan == nil:
-		plan = assignment.Plan{}
+	case r.plan == nil:
+		r.plan = assignment.Plan{}
 	}
-	return plan, nil
+	return r.plan, nil
 }
+
+var errBalancerPanic = errors.New("coordinator: balancer panicked")
 
 // reportInvalid logs each unreadable spec once (per leadership) and
 // keeps the gauges current.
