@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"slices"
 
 	"github.com/baton-go/baton/assignment"
 	"github.com/baton-go/baton/internal/keys"
@@ -103,32 +102,4 @@ func decodeMember(id string, value []byte) (assignment.Member, error) {
 		return assignment.Member{}, fmt.Errorf("coordinator: member %q: no weight ≥ 1 in %.40q", id, value)
 	}
 	return assignment.Member{ID: id, Weight: r.Weight, Labels: maps.Clone(r.Labels), Draining: r.Draining}, nil
-}
-
-// targetRecord is the JSON stored at targets/<member>.
-type targetRecord struct {
-	Generation int64    `json:"generation"`
-	Syncs      []string `json:"syncs"`
-}
-
-func encodeTarget(gen int64, syncs []string) []byte {
-	s := slices.Clone(syncs)
-	slices.Sort(s)
-	if s == nil {
-		s = []string{}
-	}
-	b, _ := json.Marshal(targetRecord{Generation: gen, Syncs: s})
-	return b
-}
-
-func decodeTarget(member string, value []byte) (targetRecord, error) {
-	var t targetRecord
-	if err := json.Unmarshal(value, &t); err != nil {
-		return targetRecord{}, fmt.Errorf("coordinator: target of %q: %w", member, err)
-	}
-	// A hand-written target may name anything: keep only valid IDs.
-	t.Syncs = slices.DeleteFunc(t.Syncs, func(id string) bool { return keys.ValidateID("sync", id) != nil })
-	slices.Sort(t.Syncs)
-	t.Syncs = slices.Compact(t.Syncs)
-	return t, nil
 }

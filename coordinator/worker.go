@@ -135,26 +135,24 @@ func (w *worker) load(specs bool) (int64, error) {
 			}
 		}
 	}
+	self := w.c.o.memberID
 	resp, err := w.c.cli.Txn(w.ctx).Then(
-		clientv3.OpGet(w.c.keys.Target(w.c.o.memberID)),
-		clientv3.OpGet(w.c.keys.Member(w.c.o.memberID)),
+		clientv3.OpGet(w.c.keys.Target(self)),
+		clientv3.OpGet(w.c.keys.TargetParts(self), clientv3.WithPrefix()),
+		clientv3.OpGet(w.c.keys.Member(self)),
 	).Commit()
 	if err != nil {
 		w.c.m.etcdError("load-target")
 		return 0, err
 	}
-	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) == 1 {
+	if kvs := resp.Responses[2].GetResponseRange().Kvs; len(kvs) == 1 {
 		w.applyMember(kvs[0])
 	}
-	var target []string
-	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
-		t, err := decodeTarget(w.c.o.memberID, kvs[0].Value)
-		if err != nil {
-			w.c.log.Error("unreadable target, treating as empty", "error", err)
-		}
-		target = t.Syncs
+	var t memberTarget
+	t.read(w.c.keys, self, resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs)
+	if ids, ok := t.next(w.c.log); ok {
+		w.applyTarget(ids)
 	}
-	w.applyTarget(target)
 	return resp.Header.Revision, nil
 }
 
@@ -163,8 +161,17 @@ func (w *worker) load(specs bool) (int64, error) {
 func (w *worker) follow(rev int64) {
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(w.ctx))
 	defer cancel()
-	tch := w.c.cli.Watch(ctx, w.c.keys.Target(w.c.o.memberID), clientv3.WithRev(rev+1))
-	mch := w.c.cli.Watch(ctx, w.c.keys.Member(w.c.o.memberID), clientv3.WithRev(rev+1))
+	self := w.c.o.memberID
+	// The target's keys as load read them at rev (it applied them), so
+	// that events on single keys can be put together into whole targets.
+	var t memberTarget
+	if err := t.readAt(ctx, w.c.cli, w.c.keys, self, rev); err != nil {
+		w.watchBroke("target", clientv3.WatchResponse{}, false)
+		return
+	}
+	tch := w.c.cli.Watch(ctx, w.c.keys.Target(self), clientv3.WithRev(rev+1))
+	pch := w.c.cli.Watch(ctx, w.c.keys.TargetParts(self), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	mch := w.c.cli.Watch(ctx, w.c.keys.Member(self), clientv3.WithRev(rev+1))
 	sch := w.c.cli.Watch(ctx, w.c.keys.Syncs(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	for {
 		select {
@@ -175,15 +182,17 @@ func (w *worker) follow(rev int64) {
 				w.watchBroke("target", wr, ok)
 				return
 			}
-			for _, ev := range wr.Events {
-				var ids []string
-				if ev.Type == mvccpb.PUT {
-					t, err := decodeTarget(w.c.o.memberID, ev.Kv.Value)
-					if err != nil {
-						w.c.log.Error("unreadable target, treating as empty", "error", err)
-					}
-					ids = t.Syncs
-				}
+			t.events(w.c.keys, wr.Events)
+			if ids, ok := t.next(w.c.log); ok {
+				w.applyTarget(ids)
+			}
+		case wr, ok := <-pch:
+			if !ok || wr.Err() != nil {
+				w.watchBroke("target parts", wr, ok)
+				return
+			}
+			t.events(w.c.keys, wr.Events)
+			if ids, ok := t.next(w.c.log); ok {
 				w.applyTarget(ids)
 			}
 		case wr, ok := <-mch:
