@@ -39,9 +39,12 @@ import (
 // every generation it can read, so one generation names one write.
 // They are variables only so that a test can make them small.
 var (
-	// maxTargetValue bounds one head or part value, so that several fit
-	// in one Txn and no single op comes near etcd's request limit.
-	maxTargetValue = 256 << 10
+	// maxTargetValue bounds one head or part value, well under etcd's
+	// request limit. It is large so that a target members from before
+	// parts could read (a lone target up to ~1.5 MiB) mostly stays in one
+	// key: such a member reads a split head as an empty target. About
+	// 55,000 IDs of 10 bytes fit.
+	maxTargetValue = 768 << 10
 	// maxTxnBytes bounds a leader Txn: etcd's --max-request-bytes is
 	// 1.5 MiB by default; this stays well under it.
 	maxTxnBytes = 1 << 20
@@ -244,17 +247,6 @@ func (t *targetKeys) clean() bool {
 		return len(t.kvs) == 1+t.kvs[""].rec.Parts
 	}
 	return false
-}
-
-// generation is the highest generation among the readable keys.
-func (t *targetKeys) generation() int64 {
-	var g int64
-	for _, kv := range t.kvs {
-		if kv.rec != nil {
-			g = max(g, kv.rec.Generation)
-		}
-	}
-	return g
 }
 
 // memberTarget is a member's own target as the member follows it: its
