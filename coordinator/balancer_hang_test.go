@@ -78,6 +78,7 @@ func TestHungBalancerDoesNotWedgeTheGroup(t *testing.T) {
 	// The abandoned call still hangs; Leave of the leader returns within
 	// its ctx (plus the short grace a late Leave gives its etcd calls).
 	left := make(chan error, 1)
+	start := time.Now()
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
@@ -85,6 +86,7 @@ func TestHungBalancerDoesNotWedgeTheGroup(t *testing.T) {
 	}()
 	select {
 	case <-left:
+		t.Logf("Leave(3s ctx) of the leader returned after %v", time.Since(start).Round(time.Millisecond))
 	case <-time.After(10 * time.Second):
 		t.Fatal("Leave of the leader did not return while an abandoned Balancer call hangs")
 	}
@@ -99,11 +101,15 @@ func TestAbandonedBalancerCallsAreBounded(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m1 := w.join("m1", nil, nil, coordinator.WithBalancer(bal), coordinator.WithMetrics(reg))
 	require.True(t, waitUntil(5*time.Second, m1.co.IsLeader))
+	owned := []string{"p0", "p1", "p2"}
+	w.putSyncs(owned...)
+	w.waitOwned(owned, 5*time.Second, "m1")
 	bal.always.Store(true)
-	var ids []string
+	w.join("m2", nil, nil, coordinator.WithBalancer(bal))
+	ids := owned
 	for i := 0; ; i++ {
 		ids = append(ids, fmt.Sprintf("s%d", i))
-		w.putSyncs(ids[i])
+		w.putSyncs(ids[len(ids)-1])
 		if waitUntil(2*time.Second, func() bool {
 			return gather(t, reg).sum("baton_balancer_errors_total", map[string]string{"kind": "skipped"}) > 0
 		}) {
@@ -113,7 +119,23 @@ func TestAbandonedBalancerCallsAreBounded(t *testing.T) {
 	}
 	require.LessOrEqual(t, bal.maxRunning.Load(), int32(2), "abandoned calls running at once")
 	require.Positive(t, gather(t, reg).sum("baton_balancer_errors_total", map[string]string{"kind": "timeout"}))
+
+	// m1 still runs p0..p2; its drain can never complete (no plan can be
+	// made), yet Leave of the leader returns once its ctx ends.
+	left := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		left <- m1.co.Leave(ctx)
+	}()
+	select {
+	case err := <-left:
+		t.Logf("Leave(2s ctx) returned after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Leave of the leader did not return while every Balancer call hangs")
+	}
 	bal.unblock()
-	// Once the calls return, the leader balances again.
-	w.waitOwned(ids, 15*time.Second, "m1")
+	// Once the calls return, the new leader balances again.
+	w.waitOwned(ids, 15*time.Second, "m2")
 }
