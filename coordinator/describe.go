@@ -23,6 +23,11 @@ type GroupStatus struct {
 	Syncs      []SyncStatus   `json:"syncs"`
 	Invalid    []InvalidSync  `json:"invalid,omitempty"`
 	Pending    int            `json:"pending"` // syncs whose owner is not (yet) their target
+	// PlanError is set while the leader's newest round failed: a plan it
+	// could not write (or a Balancer failure), with the plan's generation
+	// and when; the previous targets stand meanwhile. Empty once a round
+	// succeeds.
+	PlanError string `json:"planError,omitempty"`
 }
 
 // MemberStatus is one live member.
@@ -32,7 +37,9 @@ type MemberStatus struct {
 	Owned    int `json:"owned"`    // syncs it owns
 }
 
-// SyncStatus is one valid sync: where the leader wants it and who runs it.
+// SyncStatus is one valid sync: where the leader wants it (as members see
+// it: a target still being written counts once it is complete) and who runs
+// it.
 type SyncStatus struct {
 	ID     string `json:"id"`
 	Weight int    `json:"weight"`
@@ -75,7 +82,7 @@ func Describe(ctx context.Context, cli *clientv3.Client, group string, opts ...O
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: describe %q: leader: %w", group, err)
 	}
-	st := &GroupStatus{Group: group, Revision: rev, Generation: v.gen}
+	st := &GroupStatus{Group: group, Revision: rev, Generation: v.gen, PlanError: v.planError}
 	if len(lresp.Kvs) > 0 {
 		st.Leader = string(lresp.Kvs[0].Value)
 	}

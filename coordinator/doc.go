@@ -42,5 +42,20 @@
 //     rate differences between the member and etcd's leader.
 //   - A Balancer that errors, panics, overruns its budget (the TTL) or
 //     returns an invalid plan is logged and counted; the previous targets
-//     stand.
+//     stand, and the next change calls it again.
+//   - Target writes stay within etcd's default request limits (128 ops,
+//     1.5 MiB): they are split by ops and by bytes, and a member's target
+//     too large for one request is stored in parts that the member applies
+//     only once all are of one generation. A plan that cannot be written is
+//     logged, counted (baton_etcd_request_errors_total{op="write-targets"})
+//     and shown by [Describe] in [GroupStatus].PlanError until a round
+//     succeeds; the previous targets stand, and the next round repairs a
+//     write that failed half way.
+//   - A Balancer call that overruns its budget, or that is still running
+//     when leadership ends, is abandoned: the leader goes on without it,
+//     and neither the leader loop nor [Coordinator.Leave] waits for it to
+//     return (it is the one goroutine Leave does not wait for). A Balancer
+//     should therefore honour its ctx. At most two abandoned calls may
+//     still run per member session; while two do, the leader does not
+//     call the Balancer at all (counted as "skipped").
 package coordinator

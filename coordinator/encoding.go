@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"slices"
 
 	"github.com/baton-go/baton/assignment"
 	"github.com/baton-go/baton/internal/keys"
@@ -33,10 +32,29 @@ func encodeSync(sy assignment.Sync) ([]byte, error) {
 	if len(sy.Spec) > maxSpecBytes {
 		return nil, fmt.Errorf("coordinator: sync %q: spec is %d bytes, the limit is %d", sy.ID, len(sy.Spec), maxSpecBytes)
 	}
-	if len(sy.Spec) > 0 && !json.Valid(sy.Spec) {
+	spec := bytes.TrimSpace(sy.Spec)
+	if len(spec) > 0 && !json.Valid(spec) {
 		return nil, fmt.Errorf("coordinator: sync %q: %w: spec is not valid JSON", sy.ID, ErrInvalidSpec)
 	}
-	return json.Marshal(syncEnvelope{Weight: sy.Weight, Labels: sy.Labels, Spec: sy.Spec})
+	// The spec goes into the envelope as it is: json.Marshal would compact
+	// a RawMessage and escape <, > and &, so List and Claim.Sync would not
+	// give back the bytes that were Put. Only the whitespace around it is
+	// trimmed (inside the envelope it would not survive a decode anyway).
+	head, err := json.Marshal(syncEnvelope{Weight: sy.Weight, Labels: sy.Labels})
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: sync %q: %w", sy.ID, err)
+	}
+	if len(spec) == 0 {
+		return head, nil
+	}
+	out := make([]byte, 0, len(head)+len(spec)+len(`,"spec":`))
+	out = append(out, head[:len(head)-1]...) // without the closing }
+	if len(head) > 2 {
+		out = append(out, ',')
+	}
+	out = append(out, `"spec":`...)
+	out = append(out, spec...)
+	return append(out, '}'), nil
 }
 
 // decodeSync reads the envelope stored for sync id at revision rev. Anything
@@ -73,41 +91,15 @@ func encodeMember(m assignment.Member) []byte {
 	return b
 }
 
+// decodeMember reads a member record. Baton always writes a weight ≥ 1, so
+// a record without one (null, {}, written by hand) is not a member.
 func decodeMember(id string, value []byte) (assignment.Member, error) {
-	var r memberRecord
+	var r *memberRecord
 	if err := json.Unmarshal(value, &r); err != nil {
 		return assignment.Member{}, fmt.Errorf("coordinator: member %q: %w", id, err)
 	}
-	if r.Weight < 1 {
-		r.Weight = 1
+	if r == nil || r.Weight < 1 {
+		return assignment.Member{}, fmt.Errorf("coordinator: member %q: no weight ≥ 1 in %.40q", id, value)
 	}
 	return assignment.Member{ID: id, Weight: r.Weight, Labels: maps.Clone(r.Labels), Draining: r.Draining}, nil
-}
-
-// targetRecord is the JSON stored at targets/<member>.
-type targetRecord struct {
-	Generation int64    `json:"generation"`
-	Syncs      []string `json:"syncs"`
-}
-
-func encodeTarget(gen int64, syncs []string) []byte {
-	s := slices.Clone(syncs)
-	slices.Sort(s)
-	if s == nil {
-		s = []string{}
-	}
-	b, _ := json.Marshal(targetRecord{Generation: gen, Syncs: s})
-	return b
-}
-
-func decodeTarget(member string, value []byte) (targetRecord, error) {
-	var t targetRecord
-	if err := json.Unmarshal(value, &t); err != nil {
-		return targetRecord{}, fmt.Errorf("coordinator: target of %q: %w", member, err)
-	}
-	// A hand-written target may name anything: keep only valid IDs.
-	t.Syncs = slices.DeleteFunc(t.Syncs, func(id string) bool { return keys.ValidateID("sync", id) != nil })
-	slices.Sort(t.Syncs)
-	t.Syncs = slices.Compact(t.Syncs)
-	return t, nil
 }

@@ -65,7 +65,7 @@ func (g *benchGroup) load() *view {
 		members: map[string]assignment.Member{},
 		syncs:   map[string]assignment.Sync{},
 		invalid: map[string]error{},
-		targets: map[string]targetRecord{},
+		targets: map[string]*targetKeys{},
 		owners:  map[string]owner{},
 	}
 	for _, kv := range g.members {
@@ -99,11 +99,15 @@ func round(b *testing.B, v *view, bal rebalance.Balancer) int {
 	for _, m := range in.Members {
 		syncs := next[m.ID]
 		slices.Sort(syncs)
-		cur, had := v.targets[m.ID]
-		if slices.Equal(cur.Syncs, syncs) || (!had && len(syncs) == 0) {
+		cur, clean := v.targetSyncs(m.ID)
+		if (clean && slices.Equal(cur, syncs)) || (v.targets[m.ID] == nil && len(syncs) == 0) {
 			continue
 		}
-		_ = encodeTarget(v.gen+1, syncs)
+		head, parts := splitTarget(v.gen+1, syncs, maxTargetValue)
+		_ = encodeSorted(head)
+		for _, p := range parts {
+			_ = encodeSorted(p)
+		}
 		changed++
 	}
 	prev := v.targetOf()

@@ -45,7 +45,7 @@ type metrics struct {
 // Label values that exist from the start, so a rate() over them works
 // before the first event.
 var (
-	balancerErrorKinds = []string{"error", "panic", "timeout", "invalid-plan"}
+	balancerErrorKinds = []string{"error", "panic", "timeout", "skipped", "invalid-plan"}
 	callbackNames      = []string{"assign", "update", "revoke", "run"}
 )
 
@@ -69,7 +69,7 @@ func newMetrics(r prometheus.Registerer, group, member string) (*metrics, error)
 		revokeOverruns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baton_revoke_overruns_total", Help: "OnRevoke calls that overran their budget (the revoke timeout, or the claim's deadline for lease-lost and shutdown), by reason."}, []string{"reason"}),
 		invalidSpecs:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "baton_invalid_specs", Help: "Stored sync specs that cannot be read (leader only; 0 on other members)."}),
 		unassignable:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "baton_unassignable_syncs", Help: "Valid syncs the last plan left without a member (leader only; 0 on other members)."}),
-		balancerErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baton_balancer_errors_total", Help: "Balancer failures by kind: error, panic, timeout, invalid-plan."}, []string{"kind"}),
+		balancerErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baton_balancer_errors_total", Help: "Balancer failures by kind: error, panic, timeout (the call overran its budget and was abandoned), skipped (not called: too many abandoned calls still running), invalid-plan."}, []string{"kind"}),
 		etcdErrors:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baton_etcd_request_errors_total", Help: "Failed etcd requests by operation."}, []string{"op"}),
 		callbackErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baton_callback_errors_total", Help: "Handler callbacks (and Runner functions) that returned an error or panicked."}, []string{"callback"}),
 		marginDesc: prometheus.NewDesc("baton_lease_deadline_margin_seconds",

@@ -43,7 +43,10 @@ func NewSyncStore(cli *clientv3.Client, group string, opts ...Option) *SyncStore
 }
 
 // Put creates or replaces a sync. Its ID must be valid, its Weight ≥ 0 and
-// its Spec valid JSON (or empty); Revision is ignored. A Put that changes
+// its Spec valid JSON (or empty); Revision is ignored. The spec is stored
+// byte for byte as given, less any whitespace around it, so List and
+// Claim.Sync return exactly those bytes (it is not compacted or
+// re-escaped). A Put that changes
 // nothing but the spec reaches the owner as a spec change (OnUpdate, or
 // OnRevoke(SpecChanged) + OnAssign) without moving the sync.
 func (s *SyncStore) Put(ctx context.Context, sy assignment.Sync) error {

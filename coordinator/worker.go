@@ -75,6 +75,10 @@ type worker struct {
 	drainShown atomic.Bool
 	// memberPending: a member-key write failed and is to be tried again.
 	memberPending atomic.Bool
+	// targetKeys are the keys of targets/<self> (head and parts) as last
+	// read and watched, put together into whole targets; only the
+	// worker's goroutine uses them.
+	targetKeys memberTarget
 }
 
 // actor runs one sync's lifecycle on its own goroutine, so that callbacks
@@ -196,16 +200,18 @@ func (w *worker) load(reload bool) (rev, specRev int64, err error) {
 			}
 		}
 	}
+	self := w.c.o.memberID
 	resp, err := w.txn(
-		clientv3.OpGet(w.c.keys.Target(w.c.o.memberID)),
-		clientv3.OpGet(w.c.keys.Member(w.c.o.memberID)),
+		clientv3.OpGet(w.c.keys.Target(self)),
+		clientv3.OpGet(w.c.keys.TargetParts(self), clientv3.WithPrefix()),
+		clientv3.OpGet(w.c.keys.Member(self)),
 	)
 	if err != nil {
 		w.c.m.etcdError("load-target")
 		return 0, 0, err
 	}
 	var member *mvccpb.KeyValue
-	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) == 1 {
+	if kvs := resp.Responses[2].GetResponseRange().Kvs; len(kvs) == 1 {
 		member = kvs[0]
 	}
 	if err := w.keepMember(member); errors.Is(err, errMemberIDTaken) {
@@ -213,15 +219,13 @@ func (w *worker) load(reload bool) (rev, specRev int64, err error) {
 	} else if err != nil {
 		w.memberTrouble(err) // follow tries again; the target applies meanwhile
 	}
-	var target []string
-	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
-		t, err := decodeTarget(w.c.o.memberID, kvs[0].Value)
-		if err != nil {
-			w.c.log.Error("unreadable target, treating as empty", "error", err)
-		}
-		target = t.Syncs
+	// follow goes on from these keys: it puts the events on single keys
+	// together into whole targets.
+	w.targetKeys = memberTarget{}
+	w.targetKeys.read(w.c.keys, self, resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs)
+	if ids, ok := w.targetKeys.next(w.c.log); ok {
+		w.applyTarget(ids)
 	}
-	w.applyTarget(target)
 	if specRev == 0 {
 		specRev = resp.Header.Revision
 	}
@@ -244,8 +248,10 @@ func (w *worker) txn(ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
 func (w *worker) follow(rev, specRev int64) {
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(w.ctx))
 	defer cancel()
-	tch := w.c.cli.Watch(ctx, w.c.keys.Target(w.c.o.memberID), clientv3.WithRev(rev+1))
-	mch := w.c.cli.Watch(ctx, w.c.keys.Member(w.c.o.memberID), clientv3.WithRev(rev+1))
+	self := w.c.o.memberID
+	tch := w.c.cli.Watch(ctx, w.c.keys.Target(self), clientv3.WithRev(rev+1))
+	pch := w.c.cli.Watch(ctx, w.c.keys.TargetParts(self), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	mch := w.c.cli.Watch(ctx, w.c.keys.Member(self), clientv3.WithRev(rev+1))
 	sch := w.c.cli.Watch(ctx, w.c.keys.Syncs(), clientv3.WithPrefix(), clientv3.WithRev(specRev+1))
 	recheck := time.NewTimer(time.Hour)
 	defer recheck.Stop()
@@ -299,15 +305,17 @@ func (w *worker) follow(rev, specRev int64) {
 				w.watchBroke("target", wr, ok)
 				return
 			}
-			for _, ev := range wr.Events {
-				var ids []string
-				if ev.Type == mvccpb.PUT {
-					t, err := decodeTarget(w.c.o.memberID, ev.Kv.Value)
-					if err != nil {
-						w.c.log.Error("unreadable target, treating as empty", "error", err)
-					}
-					ids = t.Syncs
-				}
+			w.targetKeys.events(w.c.keys, wr.Events)
+			if ids, ok := w.targetKeys.next(w.c.log); ok {
+				w.applyTarget(ids)
+			}
+		case wr, ok := <-pch:
+			if !ok || wr.Err() != nil {
+				w.watchBroke("target parts", wr, ok)
+				return
+			}
+			w.targetKeys.events(w.c.keys, wr.Events)
+			if ids, ok := w.targetKeys.next(w.c.log); ok {
 				w.applyTarget(ids)
 			}
 		case wr, ok := <-mch:

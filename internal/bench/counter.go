@@ -18,6 +18,9 @@ type callStats struct {
 	BytesSent int64 `json:"bytes_sent"`        // protobuf size of what was sent
 	Recv      int64 `json:"recv"`              // responses, or messages received on streams
 	BytesRecv int64 `json:"bytes_recv"`        // protobuf size of what was received
+	// MaxSent is the largest single request (or stream message) sent, over
+	// the client's life: a max cannot be taken apart by phase.
+	MaxSent int64 `json:"max_sent_bytes,omitempty"`
 }
 
 // usage is a snapshot of a client's traffic by method ("KV/Txn",
@@ -92,6 +95,7 @@ func (c *counter) unary(ctx context.Context, method string, req, reply any, cc *
 	s := c.stats(name)
 	s.Calls++
 	s.BytesSent += sent
+	s.MaxSent = max(s.MaxSent, sent)
 	if err == nil {
 		s.Recv++
 		s.BytesRecv += got
@@ -167,12 +171,25 @@ func (u usage) add(v usage) usage {
 		o.BytesSent += s.BytesSent
 		o.Recv += s.Recv
 		o.BytesRecv += s.BytesRecv
+		o.MaxSent = max(o.MaxSent, s.MaxSent)
 		out[k] = o
 	}
 	return out
 }
 
-// sub returns u - v.
+// maxSent is the largest request of u, and the method that sent it.
+func (u usage) maxSent() (int64, string) {
+	var n int64
+	var method string
+	for k, s := range u {
+		if s.MaxSent > n {
+			n, method = s.MaxSent, k
+		}
+	}
+	return n, method
+}
+
+// sub returns u - v (MaxSent stays u's).
 func (u usage) sub(v usage) usage {
 	out := maps.Clone(u)
 	if out == nil {

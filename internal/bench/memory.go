@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/baton-go/baton/coordinator"
@@ -39,6 +40,10 @@ type memStat struct {
 	// NetMB is HeapLiveMB minus that of an idle child with only an etcd
 	// client: what the member itself holds.
 	NetMB float64 `json:"net_heap_alloc_mb"`
+	// PeakHeapMB is the highest heap in use seen (sampled every 100ms)
+	// since the child started; MaxRequest its largest etcd request.
+	PeakHeapMB float64 `json:"peak_heap_inuse_mb,omitempty"`
+	MaxRequest int64   `json:"max_request_bytes,omitempty"`
 }
 
 // memberMain is the child's main: it joins as one member of group and
@@ -55,10 +60,12 @@ func memberMain(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cli, err := dialClient(strings.Split(*endpoints, ","), nil)
+	cnt := newCounter()
+	cli, err := dialClient(strings.Split(*endpoints, ","), cnt)
 	if err != nil {
 		return err
 	}
+	peak := samplePeakHeap()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var owned func() int
@@ -111,8 +118,9 @@ func memberMain(args []string) error {
 			reply = memStat{
 				Owned: owned(), Leader: leader(),
 				HeapMB: mb(ms.HeapInuse), HeapLiveMB: mb(ms.HeapAlloc), StackMB: mb(ms.StackInuse),
-				SysMB: mb(ms.Sys), Goroutines: runtime.NumGoroutine(),
+				SysMB: mb(ms.Sys), Goroutines: runtime.NumGoroutine(), PeakHeapMB: mb(peak.Load()),
 			}
+			reply.MaxRequest, _ = cnt.snapshot().maxSent()
 		case "exit":
 			// A crash as far as etcd is concerned: the parent drops the
 			// group's leases.
@@ -126,6 +134,23 @@ func memberMain(args []string) error {
 }
 
 func mb(b uint64) float64 { return float64(b) / (1 << 20) }
+
+// samplePeakHeap records the highest HeapInuse, every 100ms, for the life
+// of the process (the child's; it exits with it).
+func samplePeakHeap() *atomic.Uint64 {
+	var peak atomic.Uint64
+	go func() {
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	return &peak
+}
 
 // child is a running member-mode process.
 type child struct {
@@ -208,8 +233,8 @@ func (b *bench) memory(ctx context.Context) ([]memStat, error) {
 					return nil, fmt.Errorf("memory %s %s %v: %w", sys, role, sh, err)
 				}
 				r.NetMB = r.HeapLiveMB - idle.HeapLiveMB
-				b.logf("memory %s %s %v: owns %d, heap %.1f MB live (%.1f MB over idle), %d goroutines",
-					sys, role, sh, r.Owned, r.HeapLiveMB, r.NetMB, r.Goroutines)
+				b.logf("memory %s %s %v: owns %d, heap %.1f MB live (%.1f MB over idle), peak heap in use %.1f MB, %d goroutines, largest request %d bytes",
+					sys, role, sh, r.Owned, r.HeapLiveMB, r.NetMB, r.PeakHeapMB, r.Goroutines, r.MaxRequest)
 				out = append(out, r)
 			}
 		}

@@ -214,6 +214,7 @@ func writeTable(w io.Writer, res *results) {
 			t.row("raft proposals (server)", per(t.systems, runs, med(func(r coldRun) float64 { return r.Cost.Server.Proposals }))...)
 			t.row("WAL MB written (server)", per(t.systems, runs, med(func(r coldRun) float64 { return r.Cost.Server.WALBytes / (1 << 20) }))...)
 			t.row("MB received by members (watch events, replies)", per(t.systems, runs, med(func(r coldRun) float64 { return float64(r.Cost.BytesRecv) / (1 << 20) }))...)
+			t.row("largest etcd request sent (KiB)", per(t.systems, runs, med(func(r coldRun) float64 { return float64(r.MaxRequest) / (1 << 10) }))...)
 		}
 	}
 

@@ -289,6 +289,10 @@ type coldRun struct {
 	ExtraMoves int       `json:"extra_moves"`  // assigns beyond one per sync
 	Spread     float64   `json:"spread"`
 	Cost       phaseCost `json:"cost"`
+	// MaxRequest is the largest etcd request any member sent (at a cold
+	// start, the leader's target writes), in bytes, and its method.
+	MaxRequest       int64  `json:"max_request_bytes,omitempty"`
+	MaxRequestMethod string `json:"max_request_method,omitempty"`
 }
 
 // steadyRun is the traffic of a settled group over a quiet window, per
@@ -331,8 +335,8 @@ func (b *bench) cold(ctx context.Context, sys system) ([]coldRun, *steadyRun, er
 			if err != nil {
 				return nil, nil, fmt.Errorf("cold start %s %v rep %d: %w", sys.name(), sh, rep+1, err)
 			}
-			b.logf("cold %s %v rep %d/%d: all owned after %.0fms, balanced after %.0fms, %d extra moves, %d requests (%d writes)",
-				sys.name(), sh, rep+1, b.cfg.ColdReps, r.AllOwnedMS, r.BalancedMS, r.ExtraMoves, r.Cost.Requests, r.Cost.Writes)
+			b.logf("cold %s %v rep %d/%d: all owned after %.0fms, balanced after %.0fms, %d extra moves, %d requests (%d writes), largest request %d bytes (%s)",
+				sys.name(), sh, rep+1, b.cfg.ColdReps, r.AllOwnedMS, r.BalancedMS, r.ExtraMoves, r.Cost.Requests, r.Cost.Writes, r.MaxRequest, r.MaxRequestMethod)
 			out = append(out, r)
 		}
 	}
@@ -363,6 +367,7 @@ func (b *bench) coldOnce(ctx context.Context, g *groupRun, sh shape) (coldRun, e
 	r.ExtraMoves = g.tr.assignCount() - sh.Syncs
 	r.Spread = loadSpread(g.tr.perMember(), g.active)
 	r.Cost = m.cost()
+	r.MaxRequest, r.MaxRequestMethod = g.usage().maxSent()
 	return r, nil
 }
 

@@ -64,7 +64,18 @@ func ValidatePrefix(p string) error {
 	return nil
 }
 
-// Layout builds the keys of one group. Its zero value is not usable; make
+// Layout builds the keys of one group, all under "<prefix>/<group>/":
+//
+//	members/<member>          JSON member record, with the member's lease
+//	election/…                concurrency.Election keys
+//	syncs/<sync>              JSON envelope {weight, labels, spec}
+//	targets/<member>          the head of a target: {generation, syncs} or, when split, {generation, syncs:[], parts:n}
+//	targets/<member>/<i>      part i (0 ≤ i < n) of a split target: {generation, syncs}
+//	status/leader             the leader's report of a plan it could not write
+//	owners/<sync>             member ID, with the owner's lease
+//	checkpoints/<sync>        bytes, written under the owner's claim
+//
+// Its zero value is not usable; make
 // one with New.
 type Layout struct {
 	root string // "<prefix>/<group>/"
@@ -102,8 +113,19 @@ func (l Layout) Sync(id string) string { return l.Syncs() + id }
 // Targets is the prefix of per-member target keys.
 func (l Layout) Targets() string { return l.root + "targets/" }
 
-// Target is the target key of member id.
+// Target is the target key of member id: the head of its target, which
+// holds the whole target when it is small, or else says how many parts it
+// has under TargetParts(id).
 func (l Layout) Target(id string) string { return l.Targets() + id }
+
+// TargetParts is the prefix of the parts of member id's target, with the
+// trailing slash, so that it never covers another member's keys: part i is
+// TargetParts(id) + i in decimal.
+func (l Layout) TargetParts(id string) string { return l.Target(id) + "/" }
+
+// LeaderStatus is the key where the leader reports a plan it could not
+// write (guarded by the election; absent while all is well).
+func (l Layout) LeaderStatus() string { return l.root + "status/leader" }
 
 // Owners is the prefix of owner keys.
 func (l Layout) Owners() string { return l.root + "owners/" }
