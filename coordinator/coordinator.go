@@ -63,6 +63,10 @@ type Coordinator struct {
 	requestLeave context.CancelFunc
 	leaveCtx     context.Context // Leave's ctx, set before leaveReq ends
 
+	// balancerCalls counts the Balancer calls abandoned at their budget
+	// that have not returned yet, over the coordinator's life.
+	balancerCalls balancerCalls
+
 	leader   atomic.Bool
 	stopping atomic.Bool // set before a shutdown revokes, so the reason is Shutdown
 
@@ -472,10 +476,11 @@ func (c *Coordinator) drained(leaving bool) bool {
 
 // Leave hands the member's syncs over and stops: it drains first when
 // another member can take over, then revokes what is left with reason
-// Leaving, releases it, deregisters, resigns leadership and revokes the
-// lease. It returns once every goroutine the coordinator started has ended.
-// ctx bounds the drain and the etcd calls; OnRevoke calls are always
-// waited for.
+// Leaving, releases it, resigns leadership and revokes the lease (which
+// deregisters the member). It returns once every goroutine the coordinator
+// started has ended, except a Balancer call abandoned at its budget (a
+// Balancer that ignores its ctx is not waited for). ctx bounds the drain
+// and the etcd calls; OnRevoke calls are always waited for.
 func (c *Coordinator) Leave(ctx context.Context) error {
 	if err := c.checkCall(ctx); err != nil {
 		return err

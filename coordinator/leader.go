@@ -29,10 +29,10 @@ var errNotLeader = errors.New("coordinator: leadership lost (election guard fail
 // whenever it wins.
 func (c *Coordinator) campaign(ectx context.Context, sess *session) {
 	delay := retryMin
-	// Balancer calls abandoned in this epoch that have not returned yet;
-	// it outlives each term, so a Balancer that hangs on every call cannot
-	// leak a goroutine per term.
-	calls := &balancerCalls{}
+	// The count of abandoned Balancer calls outlives terms and sessions,
+	// so a Balancer that hangs on every call cannot leak a goroutine per
+	// term or per session.
+	calls := &c.balancerCalls
 	for ectx.Err() == nil && sess.riskCtx.Err() == nil {
 		el := election.New(sess.electionSession(), c.keys.Election())
 		lctx, err := el.Campaign(ectx, c.o.memberID)

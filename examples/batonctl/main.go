@@ -427,7 +427,11 @@ func printStatus(w io.Writer, st *coordinator.GroupStatus) error {
 		leader = "(none)"
 	}
 	fmt.Fprintf(w, "group %s   leader %s   plan generation %d   etcd revision %d\n", st.Group, leader, st.Generation, st.Revision)
-	fmt.Fprintf(w, "%d members, %d syncs, %d pending, %d invalid\n\n", len(st.Members), len(st.Syncs), st.Pending, len(st.Invalid))
+	fmt.Fprintf(w, "%d members, %d syncs, %d pending, %d invalid\n", len(st.Members), len(st.Syncs), st.Pending, len(st.Invalid))
+	if st.PlanError != "" {
+		fmt.Fprintf(w, "PLAN ERROR (the previous targets stand): %s\n", st.PlanError)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tWEIGHT\tLABELS\tSTATE\tTARGETED\tOWNED")
 	for _, m := range st.Members {
