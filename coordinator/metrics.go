@@ -33,6 +33,7 @@ type metrics struct {
 	balancerErrors *prometheus.CounterVec
 	etcdErrors     *prometheus.CounterVec
 	callbackErrors *prometheus.CounterVec
+	orphanKeys     prometheus.Counter
 
 	// deadline is the ownership deadline after the last lease renewal, in
 	// Unix nanoseconds (0 before the first). The margin is computed at
@@ -72,6 +73,7 @@ func newMetrics(r prometheus.Registerer, group, member string) (*metrics, error)
 		balancerErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baton_balancer_errors_total", Help: "Balancer failures by kind: error, panic, timeout (the call overran its budget and was abandoned), skipped (not called: too many abandoned calls still running), invalid-plan."}, []string{"kind"}),
 		etcdErrors:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baton_etcd_request_errors_total", Help: "Failed etcd requests by operation."}, []string{"op"}),
 		callbackErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baton_callback_errors_total", Help: "Handler callbacks (and Runner functions) that returned an error or panicked."}, []string{"callback"}),
+		orphanKeys:     prometheus.NewCounter(prometheus.CounterOpts{Name: "baton_orphan_owner_keys_total", Help: "Owner keys found on this member's lease with no sync running (a claim applied although its answer was lost), each then adopted or released."}),
 		marginDesc: prometheus.NewDesc("baton_lease_deadline_margin_seconds",
 			"Time left until this member's ownership deadline (send time of the last lease renewal + TTL - 5%); shrinks while renewals fail, absent once the deadline has passed.", nil, nil),
 	}
@@ -99,7 +101,7 @@ func newMetrics(r prometheus.Registerer, group, member string) (*metrics, error)
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.leader, m.members, m.owned, m.rebalances, m.rebalanceTime, m.generation, m.moves,
 		m.handoffGap, m.claimWait, m.revokes, m.revokeOverruns, m.invalidSpecs, m.unassignable,
-		m.balancerErrors, m.etcdErrors, m.callbackErrors}
+		m.balancerErrors, m.etcdErrors, m.callbackErrors, m.orphanKeys}
 }
 
 // Describe implements prometheus.Collector.
@@ -208,5 +210,11 @@ func (m *metrics) etcdError(op string) {
 func (m *metrics) callbackError(cb string) {
 	if m != nil {
 		m.callbackErrors.WithLabelValues(cb).Inc()
+	}
+}
+
+func (m *metrics) orphans(n int) {
+	if m != nil {
+		m.orphanKeys.Add(float64(n))
 	}
 }

@@ -1005,6 +1005,7 @@ func (w *worker) reconcile() error {
 	}
 	w.mu.Unlock()
 	if len(orphans) > 0 {
+		w.c.m.orphans(len(orphans))
 		w.c.log.Warn("owner keys on this member's lease with no sync running; adopting or releasing them", "syncs", orphans)
 	}
 	return nil
