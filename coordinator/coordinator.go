@@ -63,8 +63,8 @@ type Coordinator struct {
 	requestLeave context.CancelFunc
 	leaveCtx     context.Context // Leave's ctx, set before leaveReq ends
 
-	// balancerCalls counts the Balancer calls abandoned at their budget
-	// that have not returned yet, over the coordinator's life.
+	// balancerCalls tracks the Balancer call abandoned at its budget that
+	// has not returned yet, over the coordinator's life.
 	balancerCalls balancerCalls
 
 	leader   atomic.Bool

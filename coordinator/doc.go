@@ -51,11 +51,12 @@
 //     and shown by [Describe] in [GroupStatus].PlanError until a round
 //     succeeds; the previous targets stand, and the next round repairs a
 //     write that failed half way.
-//   - A Balancer call that overruns its budget, or that is still running
-//     when leadership ends, is abandoned: the leader goes on without it,
-//     and neither the leader loop nor [Coordinator.Leave] waits for it to
-//     return (it is the one goroutine Leave does not wait for). A Balancer
-//     should therefore honour its ctx. At most two abandoned calls may
-//     still run per member session; while two do, the leader does not
-//     call the Balancer at all (counted as "skipped").
+//   - A Balancer call that ignores its ctx past its budget, or that is
+//     still running when leadership ends, is abandoned: the leader goes on
+//     without it, and neither the leader loop nor [Coordinator.Leave] waits
+//     for it to return (it is the one goroutine Leave does not wait for).
+//     The Balancer is never called concurrently with itself: until the
+//     abandoned call returns, the member plans with the built-in
+//     rebalance.Sticky instead, logged and counted (kind "fallback"), so a
+//     hung Balancer wedges nothing. A Balancer should honour its ctx.
 package coordinator

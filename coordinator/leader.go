@@ -29,9 +29,9 @@ var errNotLeader = errors.New("coordinator: leadership lost (election guard fail
 // whenever it wins.
 func (c *Coordinator) campaign(ectx context.Context, sess *session) {
 	delay := retryMin
-	// The count of abandoned Balancer calls outlives terms and sessions,
-	// so a Balancer that hangs on every call cannot leak a goroutine per
-	// term or per session.
+	// An abandoned Balancer call outlives terms and sessions: until it
+	// returns, no term calls the Balancer again, so a Balancer that hangs
+	// cannot run concurrently with itself nor leak a goroutine per term.
 	calls := &c.balancerCalls
 	for ectx.Err() == nil && sess.riskCtx.Err() == nil {
 		el := election.New(sess.electionSession(), c.keys.Election())
@@ -79,10 +79,20 @@ type view struct {
 	invalid map[string]error
 	targets map[string]*targetKeys // by member: every key under targets/<member>
 	owners  map[string]owner
-	gen     int64 // the highest generation seen; the next write uses gen+1
+	// gen is the highest generation used: seen in a target key or in
+	// status/leader, or written. The next write uses gen+1. status/leader
+	// keeps it once the keys that carried it are gone (a departed member's
+	// target), so no generation ever names two writes, across leaders too.
+	gen int64
+	// ignored holds the member keys the view does not count as members
+	// (no lease, or no readable record), by member ID, with their mod
+	// revision: a departed member's target is dropped only while its key
+	// is still exactly that one.
+	ignored map[string]int64
 
-	// planError is what status/leader holds (empty: nothing), so that a
-	// successful round clears it, and only when set.
+	// planError is what status/leader says about the last round (empty:
+	// nothing wrong; planErrorUnknown: a status write's answer was lost),
+	// so that a successful round clears it, and only when set.
 	planError string
 
 	unassignable []string        // last reported, to log changes only
@@ -107,6 +117,7 @@ func loadView(ctx context.Context, cli *clientv3.Client, k keys.Layout) (*view, 
 		invalid: map[string]error{},
 		targets: map[string]*targetKeys{},
 		owners:  map[string]owner{},
+		ignored: map[string]int64{},
 	}
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		v.applyMember(k, kv, false)
@@ -121,7 +132,9 @@ func loadView(ctx context.Context, cli *clientv3.Client, k keys.Layout) (*view, 
 		v.applyOwner(k, kv, false)
 	}
 	if kvs := resp.Responses[4].GetResponseRange().Kvs; len(kvs) == 1 {
-		v.planError = describePlanError(kvs[0].Value)
+		st := readLeaderStatus(kvs[0].Value)
+		v.gen = max(v.gen, st.Generation)
+		v.planError = st.describe()
 	}
 	return v, resp.Header.Revision, nil
 }
@@ -132,14 +145,17 @@ func (v *view) applyMember(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
 		return
 	}
 	delete(v.members, id)
-	// Only a key held by a lease is a member: one written by hand without
-	// a lease would never expire, and the syncs given to it never run.
-	if deleted || kv.Lease == 0 {
+	delete(v.ignored, id)
+	if deleted {
 		return
 	}
-	if m, err := decodeMember(id, kv.Value); err == nil {
+	// Only a key held by a lease is a member: one written by hand without
+	// a lease would never expire, and the syncs given to it never run.
+	if m, err := decodeMember(id, kv.Value); err == nil && kv.Lease != 0 {
 		v.members[id] = m
+		return
 	}
+	v.ignored[id] = kv.ModRevision
 }
 
 func (v *view) applySync(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
@@ -452,6 +468,11 @@ func (c *Coordinator) rebalance(ctx context.Context, guard clientv3.Cmp, v *view
 
 	gen := v.gen + 1
 	ws, written, dropped := c.targetWrites(v, in, plan, gen)
+	if len(ws) > 0 {
+		// The generation goes into status/leader with the last Txn, so
+		// that it outlives the keys that carry it.
+		ws = append(ws, c.statusWrite(leaderStatus{Generation: gen}))
+	}
 	if len(ws) == 0 {
 		c.log.Debug("rebalance round: plan unchanged, nothing to write", "generation", v.gen)
 		return false, nil
@@ -466,9 +487,15 @@ func (c *Coordinator) rebalance(ctx context.Context, guard clientv3.Cmp, v *view
 	// The generation is used up even if the write fails: a later write
 	// must never share it with keys this one may have left behind.
 	v.gen = gen
-	txns, largest, err := c.writeTargets(ctx, guard, v, ws)
+	txns, largest, effective, err := c.writeTargets(ctx, guard, v, ws)
 	if err != nil {
 		return false, err
+	}
+	if effective == 0 {
+		// Only drops, each refused: the member registered again, which
+		// the view is about to see.
+		c.log.Debug("rebalance round: every target drop was refused", "generation", gen)
+		return false, nil
 	}
 	took := time.Since(start)
 	c.m.rebalance(took, gen, moves)
@@ -495,7 +522,8 @@ type writeKind int
 const (
 	writePut    writeKind = iota
 	writeDelete           // one stale key of a live member's target
-	writeDrop             // all of a departed member's target, if its member key is absent
+	writeDrop             // all of a departed member's target, if its member key is as the view saw it
+	writeStatus           // status/leader
 )
 
 // targetWrites lists the writes that make the stored targets the plan's:
@@ -541,16 +569,34 @@ func (c *Coordinator) targetWrites(v *view, in rebalance.Input, plan assignment.
 		if _, live := v.members[m]; live {
 			continue
 		}
-		member, head, parts := c.keys.Member(m), c.keys.Target(m), c.keys.TargetParts(m)
-		op := clientv3.OpTxn(
-			[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(member), "=", 0)},
-			[]clientv3.Op{clientv3.OpDelete(head), clientv3.OpDelete(parts, clientv3.WithPrefix())},
-			nil)
-		ws = append(ws, targetWrite{member: m, kind: writeDrop, op: op,
-			bytes: len(member) + len(head) + 2*len(parts) + 3*txnOpOverhead, ops: 3})
+		// Only while the member key is as the view has it: absent, or the
+		// very key it ignored (no lease, unreadable); a member that
+		// registered again meanwhile keeps its target. The keys are deleted
+		// one by one, never by prefix: only the leader's own keys go.
+		member := c.keys.Member(m)
+		guard := clientv3.Compare(clientv3.CreateRevision(member), "=", 0)
+		if rev, ok := v.ignored[m]; ok {
+			guard = clientv3.Compare(clientv3.ModRevision(member), "=", rev)
+		}
+		bytes := len(member) + 2*txnOpOverhead
+		var dels []clientv3.Op
+		for _, suffix := range slices.Sorted(maps.Keys(v.targets[m].kvs)) {
+			key := c.keys.Target(m) + suffix
+			dels = append(dels, clientv3.OpDelete(key))
+			bytes += len(key) + txnOpOverhead
+		}
+		ws = append(ws, targetWrite{member: m, kind: writeDrop, op: clientv3.OpTxn([]clientv3.Cmp{guard}, dels, nil),
+			bytes: bytes, ops: 2 + len(dels)})
 		dropped++
 	}
 	return ws, written, dropped
+}
+
+// statusWrite is the put of status/leader as st.
+func (c *Coordinator) statusWrite(st leaderStatus) targetWrite {
+	key := c.keys.LeaderStatus()
+	b, _ := json.Marshal(st)
+	return targetWrite{kind: writeStatus, op: clientv3.OpPut(key, string(b)), bytes: len(key) + len(b) + txnOpOverhead, ops: 1}
 }
 
 // chunkWrites splits writes into Txns within both of etcd's limits: at
@@ -593,15 +639,15 @@ func (e *planWriteError) Unwrap() error { return e.err }
 // target has yet (the heads go last), so no member takes them for a plan;
 // and whatever the failed Txn did, its keys reach the view through the
 // watch, so the next round (scheduled by the caller) writes what is
-// missing. It returns the number of Txns and the largest one's bytes.
-func (c *Coordinator) writeTargets(ctx context.Context, guard clientv3.Cmp, v *view, ws []targetWrite) (int, int, error) {
+// missing. It returns the number of Txns, the largest one's bytes, and how
+// many target writes took effect (a refused drop does not).
+func (c *Coordinator) writeTargets(ctx context.Context, guard clientv3.Cmp, v *view, ws []targetWrite) (txns, largest, effective int, err error) {
 	gen := v.gen
 	chunks, err := chunkWrites(ws)
 	if err != nil {
-		return 0, 0, &planWriteError{gen: gen, err: err}
+		return 0, 0, 0, &planWriteError{gen: gen, err: err}
 	}
 	kv := c.leaderKV()
-	largest := 0
 	for _, chunk := range chunks {
 		ops := make([]clientv3.Op, len(chunk))
 		bytes := 0
@@ -613,10 +659,13 @@ func (c *Coordinator) writeTargets(ctx context.Context, guard clientv3.Cmp, v *v
 		resp, err := kv.Txn(ctx).If(guard).Then(ops...).Commit()
 		if err != nil {
 			c.m.etcdError("write-targets")
-			return len(chunks), largest, &planWriteError{gen: gen, err: err}
+			if chunk[len(chunk)-1].kind == writeStatus {
+				v.planError = planErrorUnknown
+			}
+			return len(chunks), largest, effective, &planWriteError{gen: gen, err: err}
 		}
 		if !resp.Succeeded {
-			return len(chunks), largest, errNotLeader
+			return len(chunks), largest, effective, errNotLeader
 		}
 		rev := resp.Header.Revision
 		for i, w := range chunk {
@@ -628,21 +677,26 @@ func (c *Coordinator) writeTargets(ctx context.Context, guard clientv3.Cmp, v *v
 					v.targets[w.member] = t
 				}
 				t.set(w.suffix, rev, w.rec)
+				effective++
 			case writeDelete:
 				if t != nil {
 					t.del(w.suffix)
 				}
+				effective++
 			case writeDrop:
 				if resp.Responses[i].GetResponseTxn().GetSucceeded() {
 					delete(v.targets, w.member)
+					effective++
 				}
+			case writeStatus:
+				v.planError = ""
 			}
 			if t != nil && t.empty() {
 				delete(v.targets, w.member)
 			}
 		}
 	}
-	return len(chunks), largest, nil
+	return len(chunks), largest, effective, nil
 }
 
 // testHookLeaderKV, nil in production, lets a test put a faulty KV between
@@ -656,21 +710,39 @@ func (c *Coordinator) leaderKV() clientv3.KV {
 	return c.cli
 }
 
-// leaderStatus is the JSON at status/leader: the last plan the leader
-// could not write. The key exists only while the newest round failed.
+// leaderStatus is the JSON at status/leader: the highest generation the
+// leaders have used, and the error of the newest round if it failed.
 type leaderStatus struct {
-	PlanError  string    `json:"planError"`
 	Generation int64     `json:"generation"`
-	At         time.Time `json:"at"`
+	PlanError  string    `json:"planError,omitempty"`
+	ErrorGen   int64     `json:"errorGeneration,omitempty"`
+	At         time.Time `json:"at,omitzero"`
 }
 
-// describePlanError renders a status/leader value for Describe.
-func describePlanError(b []byte) string {
+// planErrorUnknown stands in the view for a status/leader whose last
+// write's answer was lost: it may hold an error, so the next successful
+// round writes it.
+const planErrorUnknown = "(unknown: a write of status/leader went unanswered)"
+
+// readLeaderStatus reads a status/leader value; an unreadable one says so
+// in PlanError (and is rewritten by the next round).
+func readLeaderStatus(b []byte) leaderStatus {
 	var st leaderStatus
-	if err := json.Unmarshal(b, &st); err != nil || st.PlanError == "" {
-		return fmt.Sprintf("unreadable leader status %.80q", b)
+	if err := json.Unmarshal(b, &st); err != nil {
+		return leaderStatus{PlanError: fmt.Sprintf("unreadable leader status %.80q", b)}
 	}
-	return fmt.Sprintf("plan of generation %d not written (%s): %s", st.Generation, st.At.UTC().Format(time.RFC3339), st.PlanError)
+	return st
+}
+
+// describe renders the plan error for Describe; "" when there is none.
+func (st leaderStatus) describe() string {
+	if st.PlanError == "" {
+		return ""
+	}
+	if st.ErrorGen == 0 {
+		return st.PlanError
+	}
+	return fmt.Sprintf("plan of generation %d not written (%s): %s", st.ErrorGen, st.At.UTC().Format(time.RFC3339), st.PlanError)
 }
 
 // reportPlanError records a failed round in status/leader, for Describe;
@@ -680,36 +752,46 @@ func (c *Coordinator) reportPlanError(ctx context.Context, guard clientv3.Cmp, v
 	if pe, ok := errors.AsType[*planWriteError](err); ok {
 		gen = pe.gen
 	}
-	b, _ := json.Marshal(leaderStatus{PlanError: err.Error(), Generation: gen, At: time.Now().UTC()})
-	sctx, cancel := context.WithTimeout(ctx, c.o.ttl)
-	defer cancel()
-	resp, werr := c.leaderKV().Txn(sctx).If(guard).Then(clientv3.OpPut(c.keys.LeaderStatus(), string(b))).Commit()
-	if werr != nil || !resp.Succeeded {
-		c.log.Warn("could not report the plan error in status/leader", "error", werr)
-		return
+	st := leaderStatus{Generation: v.gen, PlanError: err.Error(), ErrorGen: gen, At: time.Now().UTC()}
+	if c.writeStatus(ctx, guard, v, st) {
+		v.planError = st.describe()
 	}
-	v.planError = describePlanError(b)
 }
 
-// clearPlanError deletes status/leader after a successful round, and only
-// if it is set: the steady state writes nothing.
+// clearPlanError rewrites status/leader without an error after a successful
+// round that wrote nothing, and only if it may hold one: the steady state
+// writes nothing.
 func (c *Coordinator) clearPlanError(ctx context.Context, guard clientv3.Cmp, v *view) {
 	if v.planError == "" {
 		return
 	}
+	if c.writeStatus(ctx, guard, v, leaderStatus{Generation: v.gen}) {
+		v.planError = ""
+	}
+}
+
+// writeStatus puts status/leader, bounded by the TTL; when the answer is
+// lost the view marks the status unknown, so a later round writes it.
+func (c *Coordinator) writeStatus(ctx context.Context, guard clientv3.Cmp, v *view, st leaderStatus) bool {
 	sctx, cancel := context.WithTimeout(ctx, c.o.ttl)
 	defer cancel()
-	resp, err := c.leaderKV().Txn(sctx).If(guard).Then(clientv3.OpDelete(c.keys.LeaderStatus())).Commit()
+	resp, err := c.leaderKV().Txn(sctx).If(guard).Then(c.statusWrite(st).op).Commit()
 	if err != nil || !resp.Succeeded {
-		c.log.Warn("could not clear status/leader; the next successful round tries again", "error", err)
-		return
+		if err != nil {
+			v.planError = planErrorUnknown
+		}
+		c.log.Warn("could not write status/leader; a later round tries again", "error", err)
+		return false
 	}
-	v.planError = ""
+	return true
 }
 
 // movesInFlight reports whether some sync in a live member's complete
-// target is not owned by that member yet: owner events must then trigger
-// rounds, or a throttled rollout would stop at a round that ran mid-move.
+// target is still owned by another live member: owner events must then
+// trigger rounds, or a throttled rollout would stop at a round that ran
+// mid-move. A sync owned by nobody is not a move in flight: its claim needs
+// no round (and one that fails and retries would otherwise rerun the
+// Balancer on every retry).
 func (v *view) movesInFlight() bool {
 	for m, t := range v.targets {
 		if _, live := v.members[m]; !live {
@@ -717,10 +799,11 @@ func (v *view) movesInFlight() bool {
 		}
 		_, syncs, st := t.assemble()
 		if st != targetComplete {
-			return true
+			continue
 		}
 		for _, s := range syncs {
-			if _, ok := v.syncs[s]; ok && v.owners[s].member != m {
+			o, owned := v.owners[s]
+			if _, live := v.members[o.member]; owned && live && o.member != m {
 				return true
 			}
 		}
@@ -728,15 +811,19 @@ func (v *view) movesInFlight() bool {
 	return false
 }
 
-// maxAbandonedBalancerCalls bounds the Balancer calls that overran their
-// budget and still run: beyond it the leader does not call the Balancer
-// (the round fails, logged and counted as "skipped") until one returns.
-const maxAbandonedBalancerCalls = 2
+// balancerGrace is how long a Balancer call may take to return after its
+// ctx is done before it counts as ignoring it and is abandoned.
+const balancerGrace = 100 * time.Millisecond
 
-// balancerCalls counts a leader's abandoned Balancer calls.
+// balancerCalls tracks a coordinator's Balancer call abandoned at its
+// budget, if it has not returned yet.
 type balancerCalls struct {
-	abandoned atomic.Int32
+	abandoned atomic.Bool
 }
+
+// fallbackBalancer places syncs while an abandoned call of the configured
+// Balancer still runs.
+var fallbackBalancer = rebalance.Sticky()
 
 type balanceResult struct {
 	plan assignment.Plan
@@ -745,15 +832,23 @@ type balanceResult struct {
 
 // balance calls the Balancer on its own goroutine with a deadline (the
 // TTL), and turns an error, a panic or an overrun into an error; the
-// previous targets then stand. A call that overruns, or that is still
-// running when leadership ends, is abandoned, not waited for: a Balancer
-// that ignores its ctx must not wedge the leader (nor Leave, which waits
-// for the leader loop). Its late result is dropped; the next round calls
-// the Balancer again.
+// previous targets then stand, and the caller retries. A call that ignores
+// its ctx past the budget (and a grace), or that is still running when
+// leadership ends, is abandoned, not waited for: a Balancer that hangs must
+// not wedge the leader (nor Leave, which waits for the leader loop). Its
+// late result is dropped.
+//
+// The Balancer is never called concurrently with itself, an abandoned call
+// included: until that call returns, every round plans with
+// fallbackBalancer instead (counted as "fallback"), so a hung Balancer
+// neither wedges the group nor leaks a goroutine per round.
 func (c *Coordinator) balance(ctx context.Context, in rebalance.Input, calls *balancerCalls) (assignment.Plan, error) {
-	if n := calls.abandoned.Load(); n >= maxAbandonedBalancerCalls {
-		c.m.balancerError("skipped")
-		return nil, fmt.Errorf("coordinator: balancer not called: %d earlier calls overran their budget and have not returned", n)
+	if calls.abandoned.Load() {
+		c.m.balancerError("fallback")
+		c.log.Warn("an abandoned Balancer call is still running; the built-in Sticky balancer plans meanwhile")
+		fctx, cancel := context.WithTimeout(ctx, c.o.ttl)
+		defer cancel()
+		return fallbackBalancer.Balance(fctx, in)
 	}
 	bctx, cancel := context.WithTimeout(ctx, c.o.ttl)
 	defer cancel()
@@ -765,10 +860,10 @@ func (c *Coordinator) balance(ctx context.Context, in rebalance.Input, calls *ba
 			if p := recover(); p != nil {
 				r = balanceResult{err: fmt.Errorf("%w: %v\n%s", errBalancerPanic, p, debug.Stack())}
 			}
-			done <- r
 			if !state.CompareAndSwap(0, 1) {
-				calls.abandoned.Add(-1)
+				calls.abandoned.Store(false)
 			}
+			done <- r
 		}()
 		r.plan, r.err = c.o.balancer.Balance(bctx, in)
 	}()
@@ -776,18 +871,27 @@ func (c *Coordinator) balance(ctx context.Context, in rebalance.Input, calls *ba
 	select {
 	case r = <-done:
 	case <-bctx.Done():
-		calls.abandoned.Add(1)
+		// A Balancer that honours its ctx returns now: wait a moment for
+		// it, so that a call is abandoned (and the fallback plans) only
+		// when the Balancer ignores its ctx.
+		select {
+		case r = <-done:
+			goto returned
+		case <-time.After(balancerGrace):
+		}
+		calls.abandoned.Store(true)
 		if state.CompareAndSwap(0, 2) {
 			if ctx.Err() != nil {
 				return nil, context.Cause(ctx)
 			}
 			c.m.balancerError("timeout")
-			return nil, fmt.Errorf("coordinator: balancer overran its %v budget; the call is abandoned (%d abandoned calls still running)",
-				c.o.ttl, calls.abandoned.Load())
+			return nil, fmt.Errorf("coordinator: balancer ignored its ctx past its %v budget; the call is abandoned, and the built-in Sticky balancer plans until it returns",
+				c.o.ttl)
 		}
-		calls.abandoned.Add(-1) // it returned just now
+		calls.abandoned.Store(false) // it returned just now
 		r = <-done
 	}
+returned:
 	switch {
 	case errors.Is(r.err, errBalancerPanic):
 		c.m.balancerError("panic")

@@ -46,7 +46,7 @@ type metrics struct {
 // Label values that exist from the start, so a rate() over them works
 // before the first event.
 var (
-	balancerErrorKinds = []string{"error", "panic", "timeout", "skipped", "invalid-plan"}
+	balancerErrorKinds = []string{"error", "panic", "timeout", "fallback", "invalid-plan"}
 	callbackNames      = []string{"assign", "update", "revoke", "run"}
 )
 
@@ -70,7 +70,7 @@ func newMetrics(r prometheus.Registerer, group, member string) (*metrics, error)
 		revokeOverruns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baton_revoke_overruns_total", Help: "OnRevoke calls that overran their budget (the revoke timeout, or the claim's deadline for lease-lost and shutdown), by reason."}, []string{"reason"}),
 		invalidSpecs:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "baton_invalid_specs", Help: "Stored sync specs that cannot be read (leader only; 0 on other members)."}),
 		unassignable:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "baton_unassignable_syncs", Help: "Valid syncs the last plan left without a member (leader only; 0 on other members)."}),
-		balancerErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baton_balancer_errors_total", Help: "Balancer failures by kind: error, panic, timeout (the call overran its budget and was abandoned), skipped (not called: too many abandoned calls still running), invalid-plan."}, []string{"kind"}),
+		balancerErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baton_balancer_errors_total", Help: "Balancer failures by kind: error, panic, timeout (the call overran its budget and was abandoned), fallback (a round planned by the built-in Sticky balancer because an abandoned call still runs), invalid-plan."}, []string{"kind"}),
 		etcdErrors:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baton_etcd_request_errors_total", Help: "Failed etcd requests by operation."}, []string{"op"}),
 		callbackErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baton_callback_errors_total", Help: "Handler callbacks (and Runner functions) that returned an error or panicked."}, []string{"callback"}),
 		orphanKeys:     prometheus.NewCounter(prometheus.CounterOpts{Name: "baton_orphan_owner_keys_total", Help: "Owner keys found on this member's lease with no sync running (a claim applied although its answer was lost), each then adopted or released."}),

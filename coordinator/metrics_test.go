@@ -218,7 +218,7 @@ func TestMetricsThroughRebalance(t *testing.T) {
 	slices.Sort(reasons)
 	require.Equal(t, reasons, s.labelValues("baton_revokes_total", "reason"))
 	require.Equal(t, reasons, s.labelValues("baton_revoke_overruns_total", "reason"))
-	require.Equal(t, []string{"error", "invalid-plan", "panic", "skipped", "timeout"}, s.labelValues("baton_balancer_errors_total", "kind"))
+	require.Equal(t, []string{"error", "fallback", "invalid-plan", "panic", "timeout"}, s.labelValues("baton_balancer_errors_total", "kind"))
 	require.Equal(t, []string{"assign", "revoke", "run", "update"}, s.labelValues("baton_callback_errors_total", "callback"))
 
 	// A member that left and is made again in the same process, with the

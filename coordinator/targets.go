@@ -115,9 +115,10 @@ func decodeTarget(member string, value []byte) (targetRecord, error) {
 }
 
 // targetKey splits a key under targets/ into the member and the suffix
-// after the member ID: "" for the head, "/<i>" for part i, anything else
-// (from a hand) is a stray key of that member. ok is false for a key that
-// names no valid member ID.
+// after the member ID: "" for the head, "/<i>" for part i (i in decimal, as
+// partSuffix writes it). ok is false for any other key: it is not Baton's
+// to read or delete (it may belong to a group whose prefix lies under this
+// group's targets/, since every prefix segment is a valid ID).
 func targetKey(k keys.Layout, key string) (member, suffix string, ok bool) {
 	rest, ok := strings.CutPrefix(key, k.Targets())
 	if !ok {
@@ -128,6 +129,10 @@ func targetKey(k keys.Layout, key string) (member, suffix string, ok bool) {
 		return "", "", false
 	}
 	if split {
+		i, err := strconv.Atoi(part)
+		if err != nil || i < 0 || partSuffix(i) != "/"+part {
+			return "", "", false
+		}
 		suffix = "/" + part
 	}
 	return member, suffix, true

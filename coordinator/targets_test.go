@@ -178,13 +178,14 @@ func (k *faultyKV) Txn(ctx context.Context) clientv3.Txn {
 type faultyTxn struct {
 	clientv3.Txn
 	kv     *faultyKV
-	status bool // writes status/leader: never failed
+	status bool // writes status/leader only: never failed
 }
 
 func (t *faultyTxn) If(cs ...clientv3.Cmp) clientv3.Txn { t.Txn = t.Txn.If(cs...); return t }
 func (t *faultyTxn) Then(ops ...clientv3.Op) clientv3.Txn {
+	t.status = len(ops) > 0
 	for _, op := range ops {
-		t.status = t.status || strings.HasSuffix(string(op.KeyBytes()), "/status/leader")
+		t.status = t.status && strings.HasSuffix(string(op.KeyBytes()), "/status/leader")
 	}
 	t.Txn = t.Txn.Then(ops...)
 	return t

@@ -13,7 +13,9 @@ import (
 // force.
 //
 // The leader calls Balance from one goroutine, never concurrently with
-// itself, and guarantees about its Input:
+// itself, not even with a call it abandoned because it ignored its ctx past
+// the budget (until that call returns, the leader plans with [Sticky]
+// instead). It guarantees about its Input:
 //
 //   - Members holds only live members, sorted by ID, with unique IDs.
 //   - Syncs holds only syncs with a valid spec, sorted by ID, with unique IDs.
