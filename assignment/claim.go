@@ -115,6 +115,12 @@ func (c *Claim) Valid(ctx context.Context) (bool, error) {
 // SaveCheckpoint stores b as the sync's checkpoint, fenced by the claim: it
 // returns ErrNotOwner, writing nothing, once the claim no longer holds or its
 // local deadline has passed. A later owner reads it with LoadCheckpoint.
+//
+// Any other error leaves the outcome unknown, as with every etcd request:
+// etcd may have applied the write and the answer been lost (a timeout, a
+// cut connection, a process paused with the request in flight). If it was
+// applied, it was applied while the claim held; no write of this claim can
+// land after a later owner's claim.
 func (c *Claim) SaveCheckpoint(ctx context.Context, b []byte) error {
 	if c.checkpointKey == "" {
 		return fmt.Errorf("assignment: claim on %q has no checkpoint key", c.ID())

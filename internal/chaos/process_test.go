@@ -473,64 +473,18 @@ func (p *procs) check(ctx context.Context, syncs []string) {
 
 	// etcd's history of the checkpoint keys, in revision order.
 	hist := p.history(ctx)
-	var ok []chaos.Write
-	for _, w := range writes {
-		if w.OK {
-			ok = append(ok, w)
-		}
-	}
-	type wkey struct {
-		member string
-		token  int64
-		seq    int64
-	}
-	inHistory := map[wkey]bool{}
-	for sync, vs := range hist {
-		var last chaos.Value
-		for i, v := range vs {
-			inHistory[wkey{v.Member, v.Token, v.Seq}] = true
-			if i > 0 {
-				switch {
-				case v.Token < last.Token:
-					t.Errorf("sync %s: etcd took a write of token %d (%s) after one of token %d (%s): an old owner wrote after a new one", sync, v.Token, v.Member, last.Token, last.Member)
-				case v.Token == last.Token && v.Seq <= last.Seq:
-					t.Errorf("sync %s: token %d wrote seq %d after %d", sync, v.Token, v.Seq, last.Seq)
-				}
-			}
-			last = v
-		}
-	}
-	logged := map[wkey]bool{}
-	for _, w := range ok {
-		k := wkey{w.Member, w.Token, w.Seq}
-		logged[k] = true
-		if !inHistory[k] {
-			t.Errorf("a write logged as done is not in etcd's history: %+v", w)
-		}
-	}
-	// A write etcd took but no log holds: only a killed process's last
-	// write of a sync, made before it could log it.
 	killed := map[string]bool{}
 	for _, inc := range p.incs {
 		if inc.killedAt != 0 {
 			killed[inc.member] = true
 		}
 	}
-	unlogged := map[string]int{}
-	for sync, vs := range hist {
-		for _, v := range vs {
-			if !logged[wkey{v.Member, v.Token, v.Seq}] {
-				unlogged[fmt.Sprintf("%s/%s/%d", sync, v.Member, v.Token)]++
-				if !killed[v.Member] {
-					t.Errorf("sync %s: etcd took a write %+v that no log holds", sync, v)
-				}
-			}
-		}
+	unknown, errs := matchHistory(hist, writes, killed)
+	for _, err := range errs {
+		t.Error(err)
 	}
-	for k, n := range unlogged {
-		if n > 1 {
-			t.Errorf("%s: %d writes taken by etcd but not logged", k, n)
-		}
+	for _, w := range unknown {
+		p.note("%s's write %s/%d/%d failed (%s) but etcd had applied it: the answer was lost", w.Member, w.Sync, w.Token, w.Seq, w.Err)
 	}
 	// Every write in etcd came from the member holding that token in the
 	// merged record.
@@ -555,8 +509,78 @@ func (p *procs) check(ctx context.Context, syncs []string) {
 			t.Errorf("sync %s: no checkpoint ever written", s)
 		}
 	}
-	t.Logf("processes: %d, intervals: %d, fenced writes in etcd: %d, paused member's writes after resuming: %d (%d refused by etcd); failovers: %v",
-		len(p.incs), len(merged.Intervals()), total, zombieWrites, zombieRefused, p.failovers)
+	t.Logf("processes: %d, intervals: %d, fenced writes in etcd: %d (%d whose answer was an error), paused member's writes after resuming: %d (%d refused by etcd); failovers: %v",
+		len(p.incs), len(merged.Intervals()), total, len(unknown), zombieWrites, zombieRefused, p.failovers)
+}
+
+// matchHistory checks etcd's history of the checkpoint keys (per sync, in
+// revision order) against the fenced logs of every process:
+//
+//   - per sync, tokens never go down, and one token's seqs only grow: no
+//     write of an old owner lands after a new owner's;
+//   - every write logged as done is in the history;
+//   - no write logged as refused (ErrNotOwner, or a guard that failed) is:
+//     a refusal promises that nothing was written;
+//   - a write in the history whose attempt was logged with another error
+//     (a timeout, a lost connection) is allowed: etcd applied it but the
+//     answer never came back, as when a process is paused with the request
+//     in flight. It is returned in unknown;
+//   - a write in the history that no log holds at all is allowed only from
+//     a killed process (its last write of a sync, made before it could log
+//     it), and only once per sync and token.
+func matchHistory(hist map[string][]chaos.Value, writes []chaos.Write, killed map[string]bool) (unknown []chaos.Write, errs []error) {
+	type wkey struct {
+		sync   string
+		member string
+		token  int64
+		seq    int64
+	}
+	inHistory := map[wkey]bool{}
+	for _, sync := range slices.Sorted(maps.Keys(hist)) {
+		vs := hist[sync]
+		for i, v := range vs {
+			inHistory[wkey{sync, v.Member, v.Token, v.Seq}] = true
+			if i == 0 {
+				continue
+			}
+			switch last := vs[i-1]; {
+			case v.Token < last.Token:
+				errs = append(errs, fmt.Errorf("sync %s: etcd took a write of token %d (%s) after one of token %d (%s): an old owner wrote after a new one", sync, v.Token, v.Member, last.Token, last.Member))
+			case v.Token == last.Token && v.Seq <= last.Seq:
+				errs = append(errs, fmt.Errorf("sync %s: token %d wrote seq %d after %d", sync, v.Token, v.Seq, last.Seq))
+			}
+		}
+	}
+	attempts := map[wkey]chaos.Write{}
+	for _, w := range writes {
+		k := wkey{w.Sync, w.Member, w.Token, w.Seq}
+		attempts[k] = w
+		switch {
+		case w.OK && !inHistory[k]:
+			errs = append(errs, fmt.Errorf("a write logged as done is not in etcd's history: %+v", w))
+		case !w.OK && w.Err == "not-owner" && inHistory[k]:
+			errs = append(errs, fmt.Errorf("a write refused as not-owner is in etcd's history: %+v", w))
+		}
+	}
+	unlogged := map[string]int{}
+	for _, sync := range slices.Sorted(maps.Keys(hist)) {
+		for _, v := range hist[sync] {
+			w, ok := attempts[wkey{sync, v.Member, v.Token, v.Seq}]
+			switch {
+			case ok && !w.OK && w.Err != "not-owner":
+				unknown = append(unknown, w)
+			case ok:
+			case !killed[v.Member]:
+				errs = append(errs, fmt.Errorf("sync %s: etcd took a write %+v that no log holds", sync, v))
+			default:
+				k := fmt.Sprintf("%s/%s/%d", sync, v.Member, v.Token)
+				if unlogged[k]++; unlogged[k] == 2 {
+					errs = append(errs, fmt.Errorf("%s: more than one write taken by etcd but not logged", k))
+				}
+			}
+		}
+	}
+	return unknown, errs
 }
 
 // cutAtStop ends the paused incarnation's intervals that were open when it
