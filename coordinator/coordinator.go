@@ -409,6 +409,14 @@ func (c *Coordinator) leaveGracefully(w *worker, sess *session) {
 		case <-ch:
 		case <-sess.Lost():
 			return
+		case <-c.leaveCtx.Done():
+			// Leave's ctx ended with releases still failing. Give the
+			// session up: the actors stop retrying once their callbacks
+			// have returned, and the lease revoke (or its expiry) frees
+			// what is left. Found by the simulator (internal/sim).
+			c.log.Warn("leave: syncs not released by Leave's deadline; giving the lease up", "syncs", w.actorCount())
+			sess.lose(errLeaveDeadline)
+			return
 		}
 	}
 	// The member key goes with the lease, revoked once the worker and the
@@ -416,6 +424,8 @@ func (c *Coordinator) leaveGracefully(w *worker, sess *session) {
 	// undone by a member-key write still on its way to etcd, while a write
 	// on a revoked lease fails.
 }
+
+var errLeaveDeadline = errors.New("coordinator: Leave's ctx ended before every sync was released")
 
 // Drain asks the leader to move every sync away from this member and
 // returns once it owns none and none is targeted at it. It returns ctx's

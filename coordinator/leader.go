@@ -34,7 +34,7 @@ func (c *Coordinator) campaign(ectx context.Context, sess *session) {
 	// cannot run concurrently with itself nor leak a goroutine per term.
 	calls := &c.balancerCalls
 	for ectx.Err() == nil && sess.riskCtx.Err() == nil {
-		el := election.New(sess.electionSession(), c.keys.Election())
+		el := election.New(sess.electionSession(), c.keys.Election(), election.WithRequestTimeout(c.o.ttl/2))
 		lctx, err := el.Campaign(ectx, c.o.memberID)
 		if err != nil {
 			if ectx.Err() != nil || sess.riskCtx.Err() != nil {

@@ -15,6 +15,10 @@ import (
 // Campaign, so a Campaign returns promptly even when etcd is unreachable.
 const cleanupTimeout = 2 * time.Second
 
+// DefaultRequestTimeout bounds each etcd request a Campaign and a
+// leadership make, unless [WithRequestTimeout] says otherwise.
+const DefaultRequestTimeout = 5 * time.Second
+
 // Retry delays of requests that failed for a reason other than the caller's
 // context or the session ending (etcd leader change, lost connection).
 const (
@@ -26,8 +30,9 @@ const (
 // session's lease and, once elected, tracks the leadership. Its methods are
 // safe for concurrent use.
 type Election struct {
-	s      *concurrency.Session
-	prefix string // keys are prefix + "/" + lease ID in hex, as in concurrency
+	s       *concurrency.Session
+	prefix  string        // keys are prefix + "/" + lease ID in hex, as in concurrency
+	timeout time.Duration // of each request; a request that outlives it is retried
 
 	mu    sync.Mutex
 	camp  *campaign // the running Campaign, if any
@@ -56,8 +61,33 @@ type term struct {
 // New returns a candidate in the election under key (a prefix: candidates'
 // keys are key + "/" + lease ID, as [concurrency.NewElection] makes them),
 // using s's lease. It does not touch etcd.
-func New(s *concurrency.Session, key string) *Election {
-	return &Election{s: s, prefix: key}
+func New(s *concurrency.Session, key string, opts ...Option) *Election {
+	e := &Election{s: s, prefix: key, timeout: DefaultRequestTimeout}
+	for _, o := range opts {
+		o(e)
+	}
+	return e
+}
+
+// Option configures an Election.
+type Option func(*Election)
+
+// WithRequestTimeout bounds each etcd request of a Campaign and of a
+// leadership's watch (default [DefaultRequestTimeout]); one that gets no
+// answer in time is retried. Without a bound, a request whose answer never
+// comes would hold a Campaign for good, and with it every candidate in line
+// behind its key.
+func WithRequestTimeout(d time.Duration) Option {
+	return func(e *Election) {
+		if d > 0 {
+			e.timeout = d
+		}
+	}
+}
+
+// request returns ctx bounded by the request timeout.
+func (e *Election) request(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, e.timeout)
 }
 
 func (e *Election) candidateKey() string {
@@ -200,10 +230,12 @@ func (e *Election) campaign(ctx context.Context, value string) (string, int64, e
 
 		// In one transaction: is the candidate key still ours, and which
 		// older key, if any, is ahead of it?
-		resp, err := cli.Txn(ctx).
+		rctx, cancel := e.request(ctx)
+		resp, err := cli.Txn(rctx).
 			If(clientv3.Compare(clientv3.CreateRevision(k), "=", rev)).
 			Then(clientv3.OpGet(e.prefix+"/", append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(rev-1))...)).
 			Commit()
+		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return k, rev, err
@@ -236,6 +268,8 @@ func (e *Election) campaign(ctx context.Context, value string) (string, int64, e
 // putCandidate creates the candidate key with the session's lease, or adopts
 // it if it exists (a previous Campaign of this session), setting value.
 func (e *Election) putCandidate(ctx context.Context, k, value string) (int64, error) {
+	ctx, cancel := e.request(ctx)
+	defer cancel()
 	cli := e.s.Client()
 	lease := e.s.Lease()
 	resp, err := cli.Txn(ctx).
@@ -295,7 +329,9 @@ func (e *Election) watch(t *term) {
 	var rev int64 // 0: confirm the key with a Get first
 	for t.ctx.Err() == nil {
 		if rev == 0 {
-			resp, err := cli.Get(t.ctx, t.key)
+			rctx, cancel := e.request(t.ctx)
+			resp, err := cli.Get(rctx, t.key)
+			cancel()
 			if err != nil {
 				sleep(t.ctx, &delay)
 				continue

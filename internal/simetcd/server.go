@@ -308,6 +308,11 @@ func toGRPC(err error) error {
 	return fmt.Errorf("simetcd: %w", err)
 }
 
+// applyCtx is the context writes are applied with: like raft's apply loop,
+// an apply does not stop because the client gave up (etcd's apply code
+// panics on an error inside a Txn with writes).
+var applyCtx = context.Background()
+
 // Range serves a RangeRequest.
 func (s *Server) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
 	if err := checkRange(r); err != nil {
@@ -345,7 +350,7 @@ func (s *Server) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, er
 		return nil, err
 	}
 	defer s.mu.Unlock()
-	resp, _, err := txn.Put(ctx, s.lg, s.le, s.kv, r)
+	resp, _, err := txn.Put(applyCtx, s.lg, s.le, s.kv, r)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
@@ -368,7 +373,7 @@ func (s *Server) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb
 		return nil, err
 	}
 	defer s.mu.Unlock()
-	resp, _, err := txn.DeleteRange(ctx, s.lg, s.kv, r)
+	resp, _, err := txn.DeleteRange(applyCtx, s.lg, s.kv, r)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
@@ -402,7 +407,7 @@ func (s *Server) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, er
 		return nil, err
 	}
 	defer s.mu.Unlock()
-	resp, _, err := txn.Txn(ctx, s.lg, r, false, s.kv, s.le, false)
+	resp, _, err := txn.Txn(applyCtx, s.lg, r, false, s.kv, s.le, false)
 	if err != nil {
 		return nil, toGRPC(err)
 	}

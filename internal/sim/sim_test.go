@@ -1,0 +1,119 @@
+package sim
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+var (
+	seedFlag = flag.Uint64("seed", 0, "run only this seed (with its event log)")
+	seedsN   = flag.Int("sims", 0, "number of seeds TestSim runs (default: the CI set)")
+)
+
+// ciSeeds is how many seeds CI runs.
+const ciSeeds = 40
+
+// TestSim runs the CI seeds (or -seed, or -sims N seeds from 1).
+//
+// It runs only with BATON_SIM=1 (or -seed) for now: some seeds end with a
+// sync that no member runs a minute after the faults, or a removed sync
+// still running, and it is not yet known whether Baton or simetcd's watch
+// resumption loses the event (issue "Simulation"). It joins CI once they
+// are explained and fixed.
+func TestSim(t *testing.T) {
+	if os.Getenv("BATON_SIM") == "" && *seedFlag == 0 {
+		t.Skip("set BATON_SIM=1: liveness failures under investigation (see TestSim's doc)")
+	}
+	seeds := make([]uint64, 0, ciSeeds)
+	switch {
+	case *seedFlag != 0:
+		seeds = append(seeds, *seedFlag)
+	default:
+		n := ciSeeds
+		if *seedsN > 0 {
+			n = *seedsN
+		}
+		for i := range n {
+			seeds = append(seeds, uint64(i+1))
+		}
+	}
+	start := time.Now()
+	var virtual, slowest time.Duration
+	intervals := 0
+	for _, seed := range seeds {
+		res := runSeed(t, seed, DefaultConfig())
+		virtual += res.Virtual
+		intervals += res.Intervals
+		slowest = max(slowest, res.Converged)
+	}
+	real := time.Since(start)
+	t.Logf("%d schedules in %v (%.0f a minute); %v of virtual time, %.0f virtual seconds per real second; %d ownership intervals checked; slowest convergence after the faults %v",
+		len(seeds), real.Round(time.Millisecond), float64(len(seeds))/real.Minutes(), virtual.Round(time.Second), virtual.Seconds()/real.Seconds(), intervals, slowest)
+}
+
+// runSeed runs one seed in its own bubble, under a real-time watchdog, and
+// reports its problems with the command that replays it.
+func runSeed(t *testing.T, seed uint64, cfg Config) *Result {
+	t.Helper()
+	var res *Result
+	var progress atomic.Int64
+	stop := watchdog(&progress, seed, 60*time.Second)
+	defer stop()
+	ok := t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			res = Run(t, seed, cfg, &progress)
+		})
+		if len(res.Problems) > 0 || *seedFlag != 0 {
+			t.Logf("event log of seed %d:\n%s", seed, strings.Join(res.Log, "\n"))
+		}
+		if len(res.Problems) > 0 && os.Getenv("BATON_SIM_LOG") != "" {
+			_ = os.WriteFile(os.Getenv("BATON_SIM_LOG"), []byte(res.CoordinatorLog), 0o644)
+		}
+		for _, p := range res.Problems {
+			t.Error(p)
+		}
+		if t.Failed() {
+			t.Logf("replay: go test ./internal/sim -run TestSim -seed=%d -v", seed)
+		}
+	})
+	if !ok && res == nil {
+		res = &Result{Seed: seed}
+	}
+	return res
+}
+
+// watchdog dumps every goroutine and panics if the run makes no progress
+// for limit of real time: a goroutine blocked on a mutex is not durably
+// blocked, so a lock-order deadlock stalls a bubble instead of failing it.
+func watchdog(progress *atomic.Int64, seed uint64, limit time.Duration) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		last, since := progress.Load(), time.Now()
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			if p := progress.Load(); p != last {
+				last, since = p, time.Now()
+				continue
+			}
+			if time.Since(since) > limit {
+				fmt.Fprintf(os.Stderr, "sim: seed %d made no progress for %v of real time; goroutines:\n", seed, limit)
+				_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 2)
+				panic(fmt.Sprintf("sim: seed %d stalled (replay: go test ./internal/sim -run TestSim -seed=%d -v)", seed, seed))
+			}
+		}
+	}()
+	return func() { close(done) }
+}

@@ -1,0 +1,92 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"time"
+
+	"github.com/baton-go/baton/assignment"
+	"github.com/baton-go/baton/rebalance"
+)
+
+// handler records every ownership interval; while the world is faulty it
+// is slow, fails and panics now and then. It always stops its work by
+// OnRevoke's return, as the contract asks.
+type handler struct{ m *member }
+
+var errInjected = errors.New("sim: injected OnAssign error")
+
+func (h handler) OnAssign(ctx context.Context, c *assignment.Claim) error {
+	m := h.m
+	m.w.rec.Start(m.id, c.ID(), c.Token())
+	if !m.w.faulty.Load() {
+		return nil
+	}
+	if m.chance(0.2) {
+		sleepCtx(ctx, m.dur(300*time.Millisecond))
+	}
+	switch {
+	case m.chance(0.05):
+		panic("sim: injected OnAssign panic")
+	case m.chance(0.05):
+		return errInjected
+	}
+	return nil
+}
+
+func (h handler) OnRevoke(ctx context.Context, c *assignment.Claim, _ assignment.RevokeReason) {
+	m := h.m
+	if m.w.faulty.Load() && m.chance(0.2) {
+		sleepCtx(ctx, m.dur(400*time.Millisecond))
+	}
+	m.w.rec.End(m.id, c.ID(), c.Token())
+	if m.w.faulty.Load() && m.chance(0.03) {
+		panic("sim: injected OnRevoke panic (after stopping the work)")
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// balancer wraps Sticky; while the world is faulty it errors, panics,
+// returns invalid plans, or hangs ignoring its ctx, now and then.
+type balancer struct {
+	m    *member
+	next rebalance.Balancer
+}
+
+var errBalancer = errors.New("sim: injected Balancer error")
+
+func (b balancer) Balance(ctx context.Context, in rebalance.Input) (assignment.Plan, error) {
+	m := b.m
+	if m.w.faulty.Load() {
+		switch {
+		case m.chance(0.03):
+			return nil, errBalancer
+		case m.chance(0.02):
+			panic("sim: injected Balancer panic")
+		case m.chance(0.02):
+			// Hangs past its budget, ignoring ctx. The coordinator does not
+			// wait for an abandoned call; the world does, before it ends.
+			m.w.hung.Add(1)
+			defer m.w.hung.Done()
+			time.Sleep(m.dur(20 * time.Second))
+		case m.chance(0.03):
+			plan, err := b.next.Balance(ctx, in)
+			if err != nil || len(in.Members) == 0 {
+				return plan, err
+			}
+			bad := maps.Clone(plan)
+			bad["no-such-sync"] = in.Members[0].ID
+			return bad, nil
+		}
+	}
+	return b.next.Balance(ctx, in)
+}
