@@ -66,6 +66,7 @@ type Coordinator struct {
 	// balancerCalls tracks the Balancer call abandoned at its budget that
 	// has not returned yet, over the coordinator's life.
 	balancerCalls balancerCalls
+	loadTimeout   atomic.Int64 // the leader's bound on a view load, in ns (see leaderLoad)
 
 	leader   atomic.Bool
 	stopping atomic.Bool // set before a shutdown revokes, so the reason is Shutdown
@@ -228,11 +229,14 @@ func (c *Coordinator) registerMember(ctx context.Context, s *session, draining b
 	key := c.keys.Member(c.o.memberID)
 	val := c.memberValue(draining)
 	for {
-		// An absent key's lease compares as 0.
-		resp, err := c.cli.Txn(ctx).
+		// An absent key's lease compares as 0. The request is bounded by
+		// the TTL: a rejoin runs on the client's context, with no deadline.
+		tctx, tcancel := context.WithTimeout(ctx, c.o.ttl)
+		resp, err := c.cli.Txn(tctx).
 			If(clientv3.Compare(clientv3.LeaseValue(key), "=", 0)).
 			Then(clientv3.OpPut(key, val, clientv3.WithLease(s.id))).
 			Else(clientv3.OpGet(key)).Commit()
+		tcancel()
 		if err != nil {
 			c.m.etcdError("register")
 			return false, fmt.Errorf("coordinator: register member %q: %w", c.o.memberID, err)
@@ -372,6 +376,15 @@ func (c *Coordinator) epoch(sess *session) outcome {
 		c.stopping.Store(true)
 	}
 	if out == left {
+		// Leave's ctx bounds the rest: once it ends, the session is given
+		// up, which ends the releases still retrying and the election's
+		// cleanup; the lease revoke (or its expiry) frees what is left.
+		// Found by the simulator (internal/sim).
+		stop := context.AfterFunc(c.leaveCtx, func() {
+			c.log.Warn("leave: ctx ended before the member was done; giving the lease up")
+			sess.lose(errLeaveDeadline)
+		})
+		defer stop()
 		c.leaveGracefully(w, sess)
 	}
 	cancel()
@@ -407,15 +420,7 @@ func (c *Coordinator) leaveGracefully(w *worker, sess *session) {
 		}
 		select {
 		case <-ch:
-		case <-sess.Lost():
-			return
-		case <-c.leaveCtx.Done():
-			// Leave's ctx ended with releases still failing. Give the
-			// session up: the actors stop retrying once their callbacks
-			// have returned, and the lease revoke (or its expiry) frees
-			// what is left. Found by the simulator (internal/sim).
-			c.log.Warn("leave: syncs not released by Leave's deadline; giving the lease up", "syncs", w.actorCount())
-			sess.lose(errLeaveDeadline)
+		case <-sess.Lost(): // lost, or given up at Leave's deadline (see epoch)
 			return
 		}
 	}
@@ -425,7 +430,7 @@ func (c *Coordinator) leaveGracefully(w *worker, sess *session) {
 	// on a revoked lease fails.
 }
 
-var errLeaveDeadline = errors.New("coordinator: Leave's ctx ended before every sync was released")
+var errLeaveDeadline = errors.New("coordinator: Leave's ctx ended before the member was done")
 
 // Drain asks the leader to move every sync away from this member and
 // returns once it owns none and none is targeted at it. It returns ctx's
@@ -490,7 +495,11 @@ func (c *Coordinator) drained(leaving bool) bool {
 // deregisters the member). It returns once every goroutine the coordinator
 // started has ended, except a Balancer call abandoned at its budget (a
 // Balancer that ignores its ctx is not waited for). ctx bounds the drain
-// and the etcd calls; OnRevoke calls are always waited for.
+// and the etcd calls; OnRevoke calls are always waited for. If ctx ends
+// first (a ctx already done gets the revoke timeout), the member gives its
+// lease up without waiting for the releases that are still failing: what
+// it held is free once the lease revoke goes through, or at the lease's
+// expiry, a TTL later.
 func (c *Coordinator) Leave(ctx context.Context) error {
 	if err := c.checkCall(ctx); err != nil {
 		return err

@@ -310,8 +310,29 @@ func (c *Coordinator) leaderLoad(ctx context.Context) (*view, int64, error) {
 			return nil, 0, err
 		}
 	}
-	return loadView(ctx, c.cli, c.keys)
+	// A load whose answer never comes must not hold the leader for good.
+	// A large group's view takes a while to read: the bound starts at
+	// 3 TTLs, doubles after each load that runs out of it (up to
+	// maxLoadTimeout), and settles at 4 times the last successful load.
+	timeout := time.Duration(c.loadTimeout.Load())
+	if timeout == 0 {
+		timeout = 3 * c.o.ttl
+	}
+	lctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	v, rev, err := loadView(lctx, c.cli, c.keys)
+	switch {
+	case err == nil:
+		c.loadTimeout.Store(int64(max(3*c.o.ttl, 4*time.Since(start))))
+	case ctx.Err() == nil && lctx.Err() != nil:
+		c.loadTimeout.Store(int64(min(2*timeout, maxLoadTimeout)))
+	}
+	return v, rev, err
 }
+
+// maxLoadTimeout caps the leader's load bound (see leaderLoad).
+const maxLoadTimeout = 5 * time.Minute
 
 // lead runs the leader loop until leadership ends.
 func (c *Coordinator) lead(lctx context.Context, el *election.Election, calls *balancerCalls) error {
@@ -656,7 +677,9 @@ func (c *Coordinator) writeTargets(ctx context.Context, guard clientv3.Cmp, v *v
 			bytes += w.bytes
 		}
 		largest = max(largest, bytes)
-		resp, err := kv.Txn(ctx).If(guard).Then(ops...).Commit()
+		tctx, cancel := context.WithTimeout(ctx, c.o.ttl)
+		resp, err := kv.Txn(tctx).If(guard).Then(ops...).Commit()
+		cancel()
 		if err != nil {
 			c.m.etcdError("write-targets")
 			if chunk[len(chunk)-1].kind == writeStatus {

@@ -50,7 +50,11 @@ var errLeaseGone = errors.New("coordinator: membership lease expired or revoked"
 // newSession grants a lease of ttl and starts renewing it.
 func newSession(ctx context.Context, cli *clientv3.Client, ttl, revokeTimeout time.Duration, log *slog.Logger, m *metrics) (*session, error) {
 	sent := time.Now()
-	resp, err := cli.Grant(ctx, int64(ttl/time.Second))
+	// A grant whose answer never comes must not hold a rejoin for good;
+	// one granted anyway expires unused.
+	gctx, cancel := context.WithTimeout(ctx, ttl)
+	resp, err := cli.Grant(gctx, int64(ttl/time.Second))
+	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: grant lease: %w", err)
 	}

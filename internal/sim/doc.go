@@ -9,12 +9,13 @@
 // scheduling too, so a seed replays its schedule exactly and the run
 // closely (see docs/failure-model.md).
 //
-// Running (not yet part of go test ./...: see TestSim):
+// Running:
 //
-//	BATON_SIM=1 go test ./internal/sim                 # seeds 1..40
-//	BATON_SIM=1 go test ./internal/sim -sims=1000      # seeds 1..1000
+//	go test ./internal/sim                             # the CI seeds, 1..100
+//	go test ./internal/sim -run TestSim -sims=1000     # seeds 1..1000
 //	go test ./internal/sim -run TestSim -seed=N -v     # one seed, with its event log
 //	BATON_SIM_LOG=/tmp/log go test ./internal/sim ...  # the members' logs of a failing seed
+//	BATON_SIM_SOAK=10m go test ./internal/sim -run TestSimSoak -timeout 0
 //
 // A run that stops advancing (a goroutine blocked on a mutex is not durably
 // blocked, so a deadlock freezes a bubble instead of failing it) is caught
