@@ -87,8 +87,10 @@ type world struct {
 	logMu    sync.Mutex // guards res.Log and res.Problems
 	clog     syncBuffer // the coordinators' logs
 	res      *Result
-	faulty   atomic.Bool    // callbacks and Balancers may misbehave
-	hung     sync.WaitGroup // Balancer calls hanging on purpose
+	faulty   atomic.Bool // callbacks and Balancers may misbehave
+	hungMu   sync.Mutex
+	hung     []chan struct{} // Balancer calls hanging on purpose, closed when they return
+	closing  bool            // no Balancer call may start hanging
 	loseMu   sync.Mutex
 	restore  func() // ends a LoseLeader; nil while there is a leader
 }
@@ -703,8 +705,31 @@ func (w *world) checkRecord() {
 	}
 }
 
+// hanging registers a Balancer call about to hang on purpose; returned
+// marks it done. Once the world closes, ok is false and the call must not
+// hang: the bubble's main goroutine waits for the registered ones only.
+// (A WaitGroup's Add may not race with its Wait.)
+func (w *world) hanging() (returned func(), ok bool) {
+	w.hungMu.Lock()
+	defer w.hungMu.Unlock()
+	if w.closing {
+		return nil, false
+	}
+	c := make(chan struct{})
+	w.hung = append(w.hung, c)
+	return func() { close(c) }, true
+}
+
 func (w *world) close() {
-	w.hung.Wait()
+	// The coordinators do not wait for an abandoned Balancer call; the
+	// bubble must, before it ends.
+	w.hungMu.Lock()
+	w.closing = true
+	hung := w.hung
+	w.hungMu.Unlock()
+	for _, c := range hung {
+		<-c
+	}
 	for _, m := range w.members {
 		if m.cli != nil {
 			_ = m.cli.Close()

@@ -75,9 +75,10 @@ func (b balancer) Balance(ctx context.Context, in rebalance.Input) (assignment.P
 		case m.chance(0.02):
 			// Hangs past its budget, ignoring ctx. The coordinator does not
 			// wait for an abandoned call; the world does, before it ends.
-			m.w.hung.Add(1)
-			defer m.w.hung.Done()
-			time.Sleep(m.dur(20 * time.Second))
+			if returned, ok := m.w.hanging(); ok {
+				defer returned()
+				time.Sleep(m.dur(20 * time.Second))
+			}
 		case m.chance(0.03):
 			plan, err := b.next.Balance(ctx, in)
 			if err != nil || len(in.Members) == 0 {
