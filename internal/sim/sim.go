@@ -48,11 +48,12 @@ func DefaultConfig() Config {
 // Result is what one run saw.
 type Result struct {
 	Seed      uint64
-	Virtual   time.Duration // virtual time the run took
-	Intervals int           // ownership intervals checked
-	Converged time.Duration // from the last join after the faults to every sync running once
-	Log       []string      // the schedule's events, with virtual times
-	Problems  []string      // invariant violations; empty for a passing run
+	Virtual   time.Duration  // virtual time the run took
+	Intervals int            // ownership intervals checked
+	Converged time.Duration  // from the last join after the faults to every sync running once
+	Log       []string       // the schedule's events, with virtual times
+	Problems  []string       // invariant violations; empty for a passing run
+	Stats     map[string]int // how often each kind of misbehaviour was injected
 	// CoordinatorLog is every member's log, kept for a failing run.
 	CoordinatorLog string
 }
@@ -84,15 +85,23 @@ type world struct {
 	due      []timed // actions to run later, in time order
 	start    time.Time
 	progress *atomic.Int64
-	logMu    sync.Mutex // guards res.Log and res.Problems
+	logMu    sync.Mutex // guards res.Log, res.Problems and res.Stats
 	clog     syncBuffer // the coordinators' logs
 	res      *Result
 	faulty   atomic.Bool // callbacks and Balancers may misbehave
 	hungMu   sync.Mutex
 	hung     []chan struct{} // Balancer calls hanging on purpose, closed when they return
 	closing  bool            // no Balancer call may start hanging
-	loseMu   sync.Mutex
-	restore  func() // ends a LoseLeader; nil while there is a leader
+	leaseMu  sync.Mutex
+	expired  map[int64]time.Time // leases etcd revoked at expiry, and when
+	leaseOf  map[ownership]int64 // the lease of each running interval's owner key
+	endings  []ending            // intervals that ended, with their lease
+
+	// release ends when the world does: hung Balancer calls return.
+	release    context.Context
+	releaseAll context.CancelFunc
+	loseMu     sync.Mutex
+	restore    func() // ends a LoseLeader; nil while there is a leader
 }
 
 type syncState int
@@ -135,21 +144,24 @@ func (m *member) dur(max time.Duration) time.Duration {
 }
 
 func newWorld(t *testing.T, seed uint64, cfg Config, progress *atomic.Int64) *world {
-	srv, err := simetcd.New(simetcd.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
 	w := &world{
 		t:        t,
 		cfg:      cfg,
 		rng:      rand.New(rand.NewPCG(seed, 0x5eed)),
-		srv:      srv,
 		syncs:    map[string]syncState{},
 		start:    time.Now(),
 		progress: progress,
-		res:      &Result{Seed: seed},
+		res:      &Result{Seed: seed, Stats: map[string]int{}},
 		rec:      recorder.New(recorder.WithClock(func() int64 { return time.Now().UnixNano() })),
+		expired:  map[int64]time.Time{},
+		leaseOf:  map[ownership]int64{},
 	}
+	srv, err := simetcd.New(simetcd.Config{Dir: t.TempDir(), OnExpire: w.leaseExpired})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.srv = srv
+	w.release, w.releaseAll = context.WithCancel(context.Background())
 	w.admin = srv.Connect().Client()
 	w.store = coordinator.NewSyncStore(w.admin, group)
 	w.layout, err = keys.New(coordinator.DefaultPrefix, group)
@@ -167,6 +179,12 @@ func (w *world) note(format string, args ...any) {
 	w.logMu.Lock()
 	defer w.logMu.Unlock()
 	w.res.Log = append(w.res.Log, fmt.Sprintf("%9.3fs %s", time.Since(w.start).Seconds(), fmt.Sprintf(format, args...)))
+}
+
+func (w *world) count(what string) {
+	w.logMu.Lock()
+	defer w.logMu.Unlock()
+	w.res.Stats[what]++
 }
 
 func (w *world) problem(format string, args ...any) {
@@ -312,6 +330,78 @@ func (w *world) live() []*member {
 		}
 	}
 	return out
+}
+
+// ownership is one interval: a member running a sync with a token.
+type ownership struct {
+	member, sync string
+	token        int64
+}
+
+// revokeTimeout is the coordinator's default: TTL/4.
+func (w *world) revokeTimeout() time.Duration { return w.cfg.TTL / 4 }
+
+func (w *world) leaseExpired(lease int64) {
+	w.leaseMu.Lock()
+	w.expired[lease] = time.Now()
+	w.leaseMu.Unlock()
+	w.count("lease expired")
+}
+
+// started records the lease of the owner key behind a new interval.
+func (w *world) started(o ownership) {
+	ctx, cancel := w.ctx(5 * time.Second)
+	defer cancel()
+	resp, err := w.admin.Get(ctx, w.layout.Owner(o.sync))
+	if err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].CreateRevision != o.token {
+		return // already gone: the interval is short, its end is checked by the recorder
+	}
+	w.leaseMu.Lock()
+	defer w.leaseMu.Unlock()
+	w.leaseOf[o] = resp.Kvs[0].Lease
+}
+
+// ended notes when an interval ended, for checkLeases.
+func (w *world) ended(o ownership) {
+	w.leaseMu.Lock()
+	defer w.leaseMu.Unlock()
+	if lease, ok := w.leaseOf[o]; ok {
+		delete(w.leaseOf, o)
+		w.endings = append(w.endings, ending{o, lease, time.Now()})
+	}
+}
+
+// ending is an interval that ended, with its owner key's lease.
+type ending struct {
+	ownership
+	lease int64
+	at    time.Time
+}
+
+// checkLeases checks that every interval whose owner key's lease expired
+// in etcd had ended by then: a member must stop by its local deadline,
+// which comes before etcd's.
+func (w *world) checkLeases() {
+	w.leaseMu.Lock()
+	var late []string
+	checked := 0
+	for _, e := range w.endings {
+		exp, ok := w.expired[e.lease]
+		if !ok {
+			continue
+		}
+		checked++
+		if e.at.After(exp) {
+			late = append(late, fmt.Sprintf("%s ran %s (token %d) %v past the expiry of its lease %x", e.member, e.sync, e.token, e.at.Sub(exp), e.lease))
+		}
+	}
+	w.leaseMu.Unlock()
+	w.logMu.Lock()
+	w.res.Stats["intervals checked against their lease's expiry"] += checked
+	w.logMu.Unlock()
+	for _, l := range late {
+		w.problem("%s", l)
+	}
 }
 
 // faultWindow makes some of a member's requests fail for a while.
@@ -697,6 +787,7 @@ func (w *world) stopAll() {
 
 // checkRecord checks the single-owner invariant over the whole run.
 func (w *world) checkRecord() {
+	w.checkLeases()
 	if err := w.rec.Check(); err != nil {
 		w.problem("ownership record: %v", err)
 	}
@@ -727,6 +818,7 @@ func (w *world) close() {
 	w.closing = true
 	hung := w.hung
 	w.hungMu.Unlock()
+	w.releaseAll()
 	for _, c := range hung {
 		<-c
 	}

@@ -39,8 +39,12 @@ func TestSim(t *testing.T) {
 	start := time.Now()
 	var virtual, slowest time.Duration
 	intervals := 0
+	stats := map[string]int{}
 	for _, seed := range seeds {
 		res := runSeed(t, seed, DefaultConfig())
+		for k, v := range res.Stats {
+			stats[k] += v
+		}
 		virtual += res.Virtual
 		intervals += res.Intervals
 		slowest = max(slowest, res.Converged)
@@ -48,6 +52,7 @@ func TestSim(t *testing.T) {
 	real := time.Since(start)
 	t.Logf("%d schedules in %v (%.0f a minute); %v of virtual time, %.0f virtual seconds per real second; %d ownership intervals checked; slowest convergence after the faults %v",
 		len(seeds), real.Round(time.Millisecond), float64(len(seeds))/real.Minutes(), virtual.Round(time.Second), virtual.Seconds()/real.Seconds(), intervals, slowest)
+	t.Logf("injected: %v", stats)
 }
 
 // TestSimSoak runs random seeds for BATON_SIM_SOAK (a duration), and

@@ -20,6 +20,13 @@ var errInjected = errors.New("sim: injected OnAssign error")
 func (h handler) OnAssign(ctx context.Context, c *assignment.Claim) error {
 	m := h.m
 	m.w.rec.Start(m.id, c.ID(), c.Token())
+	// The contract: no OnAssign once the lease is at risk, when the member
+	// could not be sure to stop the work by its deadline.
+	if !time.Now().Before(c.Deadline().Add(-m.w.revokeTimeout())) {
+		m.w.problem("%s: OnAssign of %s (token %d) at %v before its deadline, inside the revoke timeout %v",
+			m.id, c.ID(), c.Token(), time.Until(c.Deadline()), m.w.revokeTimeout())
+	}
+	m.w.started(ownership{m.id, c.ID(), c.Token()})
 	if !m.w.faulty.Load() {
 		return nil
 	}
@@ -28,8 +35,10 @@ func (h handler) OnAssign(ctx context.Context, c *assignment.Claim) error {
 	}
 	switch {
 	case m.chance(0.05):
+		m.w.count("OnAssign panic")
 		panic("sim: injected OnAssign panic")
 	case m.chance(0.05):
+		m.w.count("OnAssign error")
 		return errInjected
 	}
 	return nil
@@ -41,7 +50,9 @@ func (h handler) OnRevoke(ctx context.Context, c *assignment.Claim, _ assignment
 		sleepCtx(ctx, m.dur(400*time.Millisecond))
 	}
 	m.w.rec.End(m.id, c.ID(), c.Token())
+	m.w.ended(ownership{m.id, c.ID(), c.Token()})
 	if m.w.faulty.Load() && m.chance(0.03) {
+		m.w.count("OnRevoke panic")
 		panic("sim: injected OnRevoke panic (after stopping the work)")
 	}
 }
@@ -69,25 +80,40 @@ func (b balancer) Balance(ctx context.Context, in rebalance.Input) (assignment.P
 	if m.w.faulty.Load() {
 		switch {
 		case m.chance(0.03):
+			m.w.count("Balancer error")
 			return nil, errBalancer
 		case m.chance(0.02):
+			m.w.count("Balancer panic")
 			panic("sim: injected Balancer panic")
 		case m.chance(0.02):
-			// Hangs past its budget, ignoring ctx. The coordinator does not
+			// Hangs past its budget, ignoring ctx: for up to 20s, or (one
+			// time in two) until the world ends. The coordinator does not
 			// wait for an abandoned call; the world does, before it ends.
+			forever := m.chance(0.5)
+			if forever {
+				m.w.count("Balancer hang for good")
+			} else {
+				m.w.count("Balancer hang")
+			}
 			if returned, ok := m.w.hanging(); ok {
 				defer returned()
-				time.Sleep(m.dur(20 * time.Second))
+				if forever {
+					<-m.w.release.Done()
+				} else {
+					sleepCtx(m.w.release, m.dur(20*time.Second))
+				}
 			}
 		case m.chance(0.03):
 			plan, err := b.next.Balance(ctx, in)
 			if err != nil || len(in.Members) == 0 {
 				return plan, err
 			}
+			m.w.count("Balancer invalid plan")
 			bad := maps.Clone(plan)
 			bad["no-such-sync"] = in.Members[0].ID
 			return bad, nil
 		}
 	}
+	m.w.count("Balancer call")
 	return b.next.Balance(ctx, in)
 }

@@ -56,6 +56,10 @@ type Config struct {
 	MaxRequestBytes int
 	// Logger, if set, gets the storage engine's logs.
 	Logger *zap.Logger
+	// OnExpire, if set, is called with each lease the Server revokes
+	// because it expired, once its keys are deleted. It must not call
+	// the Server.
+	OnExpire func(lease int64)
 }
 
 // Server is one etcd member that is always the raft leader (unless
@@ -168,10 +172,11 @@ func (s *Server) expire() {
 		case ls := <-s.le.ExpiredLeasesC():
 			for _, l := range ls {
 				s.mu.Lock()
-				if !s.noLeader {
-					_ = s.le.Revoke(l.ID)
-				}
+				revoked := !s.noLeader && s.le.Revoke(l.ID) == nil
 				s.mu.Unlock()
+				if revoked && s.cfg.OnExpire != nil {
+					s.cfg.OnExpire(int64(l.ID))
+				}
 			}
 		case <-s.stop:
 			return
