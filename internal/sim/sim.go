@@ -311,8 +311,12 @@ func (w *world) step(i int) {
 		if m.up() {
 			w.faultWindow(m)
 		}
-	case k < 94:
+	case k < 93:
 		w.loseLeader()
+	case k < 98:
+		if m.up() {
+			w.fixInAGap(m)
+		}
 	default:
 		w.note("nothing")
 	}
@@ -428,6 +432,42 @@ func (w *world) faultWindow(m *member) {
 	})
 	conn := m.conn
 	w.later(d, m.id+": requests pass again", func() { conn.SetInjector(nil) })
+}
+
+// fixInAGap breaks the spec of a sync m runs and, once m has seen that,
+// cuts m off; the leader drops the sync, the spec is fixed, the leader
+// places it again (most likely on m, which now runs fewest), and history
+// is compacted: m can only learn of the fix by reading the spec again when
+// it reloads, with the sync in its target as before.
+func (w *world) fixInAGap(m *member) {
+	var ids []string
+	for id, o := range w.rec.Owners() {
+		if o == m.id && w.syncs[id] == valid {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return
+	}
+	slices.Sort(ids)
+	id := w.pick(ids)
+	d := w.cfg.TTL/2 + w.randDur(w.cfg.TTL/2)
+	w.note("%s: spec of %s broken, then %s cut off for %v while it is fixed and history compacted", m.id, id, m.id, d.Round(time.Millisecond))
+	w.syncs[id] = invalid
+	ctx, cancel := w.ctx(10 * time.Second)
+	defer cancel()
+	if _, err := w.admin.Put(ctx, w.layout.Sync(id), `{"spec":`); err != nil {
+		w.t.Fatalf("break spec of %s: %v", id, err)
+	}
+	w.sleep(10 * time.Millisecond)
+	m.conn.Cut()
+	conn := m.conn
+	w.later(d, m.id+" healed", conn.Heal)
+	w.sleep(3 * w.cfg.Settle)
+	w.syncs[id] = valid
+	w.putSpec(id, 3000+w.rng.IntN(1000))
+	w.sleep(3 * w.cfg.Settle)
+	w.compact()
 }
 
 func (w *world) loseLeader() {
