@@ -307,9 +307,19 @@ func (w *world) step(i int) {
 		}
 	case k < 73:
 		w.compact()
-	case k < 90:
+	case k < 85:
 		if m.up() {
 			w.faultWindow(m)
+		}
+	case k < 88:
+		if m.up() && len(live) > 1 {
+			w.drainFromOutside(m)
+			w.later(w.randDur(2*w.cfg.TTL), m.id+" restarts", func() { w.startMember(m) })
+		}
+	case k < 90:
+		w.note("flood of 30 syncs")
+		for range 30 {
+			w.addSync()
 		}
 	case k < 93:
 		w.loseLeader()
@@ -594,12 +604,14 @@ func (w *world) startMember(m *member) {
 	m.conn = w.srv.Connect()
 	m.cli = m.conn.Client()
 	logger := slog.New(slog.NewTextHandler(&w.clog, &slog.HandlerOptions{Level: slog.LevelDebug})).With("member", m.id)
-	co, err := coordinator.New(m.cli, group, handler{m}, coordinator.WithMemberID(m.id),
+	h := handler{m: m, co: new(atomic.Pointer[coordinator.Coordinator])}
+	co, err := coordinator.New(m.cli, group, h, coordinator.WithMemberID(m.id),
 		coordinator.WithTTL(w.cfg.TTL), coordinator.WithSettle(w.cfg.Settle),
 		coordinator.WithBalancer(balancer{m: m, next: rebalance.Sticky()}), coordinator.WithLogger(logger))
 	if err != nil {
 		w.t.Fatalf("%s: new: %v", m.id, err)
 	}
+	h.co.Store(co)
 	for attempt := 0; ; attempt++ {
 		ctx, cancel := w.ctx(3*w.cfg.TTL + 5*time.Second)
 		err = co.Join(ctx)
@@ -671,6 +683,32 @@ func (w *world) leave(m *member, drain bool) {
 	_ = m.cli.Close()
 	<-co.Done()
 	m.co, m.cli, m.conn = nil, nil, nil
+}
+
+// drainFromOutside drains m as an operator's tool does (Admin.Drain, on a
+// fault-free client), which must return within its ctx, then makes m
+// leave.
+func (w *world) drainFromOutside(m *member) {
+	d := w.randDur(2 * w.cfg.TTL)
+	w.note("%s drained from outside (ctx %v)", m.id, d.Round(time.Millisecond))
+	adm, err := coordinator.NewAdmin(w.admin, group)
+	if err != nil {
+		w.t.Fatalf("admin: %v", err)
+	}
+	ctx, cancel := w.ctx(d)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- adm.Drain(ctx, m.id) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			w.note("Admin.Drain(%s): %v", m.id, err)
+		}
+	case <-time.After(d + 2*time.Second):
+		w.problem("Admin.Drain(%s) did not return within its ctx (%v) plus 2s", m.id, d)
+		<-done
+	}
+	w.leave(m, false)
 }
 
 // repair ends every fault and starts every member.

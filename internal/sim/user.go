@@ -4,16 +4,21 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"sync/atomic"
 	"time"
 
 	"github.com/baton-go/baton/assignment"
+	"github.com/baton-go/baton/coordinator"
 	"github.com/baton-go/baton/rebalance"
 )
 
 // handler records every ownership interval; while the world is faulty it
 // is slow, fails and panics now and then. It always stops its work by
 // OnRevoke's return, as the contract asks.
-type handler struct{ m *member }
+type handler struct {
+	m  *member
+	co *atomic.Pointer[coordinator.Coordinator] // set once New returns
+}
 
 var errInjected = errors.New("sim: injected OnAssign error")
 
@@ -29,6 +34,18 @@ func (h handler) OnAssign(ctx context.Context, c *assignment.Claim) error {
 	m.w.started(ownership{m.id, c.ID(), c.Token()})
 	if !m.w.faulty.Load() {
 		return nil
+	}
+	if co := h.co.Load(); co != nil && m.chance(0.05) {
+		// Calls from inside a callback: Owned works, Drain and Leave are
+		// refused at once whatever ctx they get.
+		m.w.count("calls from OnAssign")
+		_ = co.Owned()
+		if err := co.Leave(context.Background()); !errors.Is(err, coordinator.ErrCalledFromCallback) {
+			m.w.problem("%s: Leave from OnAssign returned %v, want ErrCalledFromCallback", m.id, err)
+		}
+		if err := co.Drain(context.Background()); !errors.Is(err, coordinator.ErrCalledFromCallback) {
+			m.w.problem("%s: Drain from OnAssign returned %v, want ErrCalledFromCallback", m.id, err)
+		}
 	}
 	if m.chance(0.2) {
 		sleepCtx(ctx, m.dur(300*time.Millisecond))
