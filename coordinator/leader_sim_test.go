@@ -1,16 +1,12 @@
 package coordinator_test
 
 import (
-	"context"
-	"fmt"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
-	"github.com/baton-go/baton/assignment"
 	"github.com/baton-go/baton/coordinator"
-	"github.com/baton-go/baton/internal/simetcd"
 )
 
 // TestLeaderRequestWithoutAnswerIsRetried: a leader whose Txns get no
@@ -20,60 +16,22 @@ import (
 // wedged the leader for good: no sync placed, no failover planned.
 func TestLeaderRequestWithoutAnswerIsRetried(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		srv, err := simetcd.New(simetcd.Config{Dir: t.TempDir()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer srv.Close()
-		admin := srv.Connect().Client()
-		defer admin.Close()
-		ctx := context.Background()
-		store := coordinator.NewSyncStore(admin, "g")
-		conn := srv.Connect()
-		cli := conn.Client()
-		defer cli.Close()
-		var owned atomic.Int32
-		co, err := coordinator.New(cli, "g", coordinator.HandlerFuncs{
-			Assign: func(context.Context, *assignment.Claim) error { owned.Add(1); return nil },
-			Revoke: func(context.Context, *assignment.Claim, assignment.RevokeReason) { owned.Add(-1) },
-		}, coordinator.WithMemberID("m"), coordinator.WithTTL(2*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := co.Join(ctx); err != nil {
-			t.Fatal(err)
-		}
-		for !co.IsLeader() {
+		sm := newSimMember(t, 0)
+		for !sm.co.IsLeader() {
 			time.Sleep(10 * time.Millisecond)
 		}
 		// For 3s every Txn is held until its ctx ends; syncs arrive meanwhile.
-		var hold atomic.Bool
-		hold.Store(true)
-		conn.SetInjector(func(method string) simetcd.Fault {
-			if method == "Txn" && hold.Load() {
-				return simetcd.Fault{Kind: simetcd.Hang}
-			}
-			return simetcd.Fault{}
-		})
+		var on atomic.Bool
+		on.Store(true)
+		sm.hold("Txn", &on)
+		store := coordinator.NewSyncStore(sm.admin, "g")
 		for i := range 3 {
-			if err := store.Put(ctx, assignment.Sync{ID: fmt.Sprintf("s%d", i), Spec: []byte(`{}`)}); err != nil {
-				t.Fatal(err)
-			}
+			sm.putSync(t, store, i)
 		}
 		time.Sleep(3 * time.Second)
-		hold.Store(false)
-		deadline := time.Now().Add(time.Minute)
-		for owned.Load() != 3 {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d of 3 syncs owned a minute after the held Txns passed again", owned.Load())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if err := co.Leave(lctx); err != nil {
-			t.Fatal(err)
-		}
+		on.Store(false)
+		sm.waitOwned(t, 3, time.Minute, "after the held Txns passed again")
+		sm.leave(t)
 	})
 }
 
@@ -84,57 +42,20 @@ func TestLeaderRequestWithoutAnswerIsRetried(t *testing.T) {
 // client's context, with no deadline.
 func TestRejoinRequestWithoutAnswerIsRetried(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		srv, err := simetcd.New(simetcd.Config{Dir: t.TempDir()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer srv.Close()
-		admin := srv.Connect().Client()
-		defer admin.Close()
-		ctx := context.Background()
-		if err := coordinator.NewSyncStore(admin, "g").Put(ctx, assignment.Sync{ID: "s", Spec: []byte(`{}`)}); err != nil {
-			t.Fatal(err)
-		}
-		conn := srv.Connect()
-		cli := conn.Client()
-		defer cli.Close()
-		var owned atomic.Int32
-		co, err := coordinator.New(cli, "g", coordinator.HandlerFuncs{
-			Assign: func(context.Context, *assignment.Claim) error { owned.Add(1); return nil },
-			Revoke: func(context.Context, *assignment.Claim, assignment.RevokeReason) { owned.Add(-1) },
-		}, coordinator.WithMemberID("m"), coordinator.WithTTL(2*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := co.Join(ctx); err != nil {
-			t.Fatal(err)
-		}
-		for owned.Load() != 1 {
-			time.Sleep(10 * time.Millisecond)
-		}
+		sm := newSimMember(t, 1)
 		// For 5s nothing gets an answer: the session is lost, and the
 		// rejoin's first requests are held.
-		var hold atomic.Bool
-		hold.Store(true)
-		conn.SetInjector(func(string) simetcd.Fault {
-			if hold.Load() {
-				return simetcd.Fault{Kind: simetcd.Hang}
-			}
-			return simetcd.Fault{}
-		})
+		var on atomic.Bool
+		on.Store(true)
+		sm.hold("", &on)
 		time.Sleep(5 * time.Second)
-		hold.Store(false)
-		deadline := time.Now().Add(time.Minute)
-		for owned.Load() != 1 || !co.IsLeader() {
+		on.Store(false)
+		sm.waitOwned(t, 1, time.Minute, "after the requests passed again")
+		for deadline := time.Now().Add(time.Minute); !sm.co.IsLeader(); time.Sleep(10 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("a minute after the requests passed again: owned %d, leader %v", owned.Load(), co.IsLeader())
+				t.Fatal("not leader again a minute after the requests passed again")
 			}
-			time.Sleep(10 * time.Millisecond)
 		}
-		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if err := co.Leave(lctx); err != nil {
-			t.Fatal(err)
-		}
+		sm.leave(t)
 	})
 }
