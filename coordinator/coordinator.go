@@ -66,7 +66,7 @@ type Coordinator struct {
 	// balancerCalls tracks the Balancer call abandoned at its budget that
 	// has not returned yet, over the coordinator's life.
 	balancerCalls balancerCalls
-	loadTimeout   atomic.Int64 // the leader's bound on a view load, in ns (see leaderLoad)
+	requestBound  atomic.Int64 // the leader's bound on its big requests, in ns (see leaderRequest)
 
 	leader   atomic.Bool
 	stopping atomic.Bool // set before a shutdown revokes, so the reason is Shutdown
@@ -168,7 +168,9 @@ func (c *Coordinator) Owned() []*assignment.Claim {
 // Join registers the member and starts its loops; it returns once the
 // member is registered. ctx bounds registration only. If another live
 // session holds the member ID, Join waits (logging why) until that session
-// ends or ctx does, then returns ErrMemberIDInUse.
+// ends or ctx does, then returns ErrMemberIDInUse. An etcd error, or a
+// request (the lease grant, the member key) with no answer within the TTL,
+// fails Join; call it again.
 func (c *Coordinator) Join(ctx context.Context) error {
 	c.mu.Lock()
 	switch {

@@ -310,29 +310,40 @@ func (c *Coordinator) leaderLoad(ctx context.Context) (*view, int64, error) {
 			return nil, 0, err
 		}
 	}
-	// A load whose answer never comes must not hold the leader for good.
-	// A large group's view takes a while to read: the bound starts at
-	// 3 TTLs, doubles after each load that runs out of it (up to
-	// maxLoadTimeout), and settles at 4 times the last successful load.
-	timeout := time.Duration(c.loadTimeout.Load())
-	if timeout == 0 {
-		timeout = 3 * c.o.ttl
-	}
-	lctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	lctx, done := c.leaderRequest(ctx)
 	start := time.Now()
 	v, rev, err := loadView(lctx, c.cli, c.keys)
-	switch {
-	case err == nil:
-		c.loadTimeout.Store(int64(max(3*c.o.ttl, 4*time.Since(start))))
-	case ctx.Err() == nil && lctx.Err() != nil:
-		c.loadTimeout.Store(int64(min(2*timeout, maxLoadTimeout)))
+	if err == nil {
+		// A big group's view takes a while to read, and its target
+		// writes are large: the bound follows the last load.
+		c.requestBound.Store(int64(max(3*c.o.ttl, 4*time.Since(start))))
 	}
+	done()
 	return v, rev, err
 }
 
-// maxLoadTimeout caps the leader's load bound (see leaderLoad).
-const maxLoadTimeout = 5 * time.Minute
+// leaderRequest bounds one of the leader's big requests (the view's load,
+// a Txn of target writes), so that one whose answer never comes cannot
+// hold the leader for good. The bound starts at 3 TTLs and settles at 4
+// times the last successful load; each request that runs out of it
+// doubles it (up to maxRequestBound), for a group bigger than it looked.
+// done must be called once the request has returned.
+func (c *Coordinator) leaderRequest(ctx context.Context) (rctx context.Context, done func()) {
+	bound := time.Duration(c.requestBound.Load())
+	if bound == 0 {
+		bound = 3 * c.o.ttl
+	}
+	rctx, cancel := context.WithTimeout(ctx, bound)
+	return rctx, func() {
+		if ctx.Err() == nil && errors.Is(rctx.Err(), context.DeadlineExceeded) {
+			c.requestBound.Store(int64(min(2*bound, maxRequestBound)))
+		}
+		cancel()
+	}
+}
+
+// maxRequestBound caps leaderRequest's bound.
+const maxRequestBound = 5 * time.Minute
 
 // lead runs the leader loop until leadership ends.
 func (c *Coordinator) lead(lctx context.Context, el *election.Election, calls *balancerCalls) error {
@@ -677,9 +688,9 @@ func (c *Coordinator) writeTargets(ctx context.Context, guard clientv3.Cmp, v *v
 			bytes += w.bytes
 		}
 		largest = max(largest, bytes)
-		tctx, cancel := context.WithTimeout(ctx, c.o.ttl)
+		tctx, done := c.leaderRequest(ctx)
 		resp, err := kv.Txn(tctx).If(guard).Then(ops...).Commit()
-		cancel()
+		done()
 		if err != nil {
 			c.m.etcdError("write-targets")
 			if chunk[len(chunk)-1].kind == writeStatus {

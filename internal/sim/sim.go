@@ -85,6 +85,8 @@ type world struct {
 	due      []timed // actions to run later, in time order
 	start    time.Time
 	progress *atomic.Int64
+	// logMu, leaseMu and hungMu are leaves: none is taken while another
+	// is held.
 	logMu    sync.Mutex // guards res.Log, res.Problems and res.Stats
 	clog     syncBuffer // the coordinators' logs
 	res      *Result
