@@ -87,17 +87,17 @@ type world struct {
 	progress *atomic.Int64
 	// logMu, leaseMu and hungMu are leaves: none is taken while another
 	// is held.
-	logMu    sync.Mutex // guards res.Log, res.Problems and res.Stats
-	clog     syncBuffer // the coordinators' logs
-	res      *Result
-	faulty   atomic.Bool // callbacks and Balancers may misbehave
-	hungMu   sync.Mutex
-	hung     []chan struct{} // Balancer calls hanging on purpose, closed when they return
-	closing  bool            // no Balancer call may start hanging
-	leaseMu  sync.Mutex
-	expired  map[int64]time.Time // leases etcd revoked at expiry, and when
-	leaseOf  map[ownership]int64 // the lease of each running interval's owner key
-	endings  []ending            // intervals that ended, with their lease
+	logMu   sync.Mutex // guards res.Log, res.Problems and res.Stats
+	clog    syncBuffer // the coordinators' logs
+	res     *Result
+	faulty  atomic.Bool // callbacks and Balancers may misbehave
+	hungMu  sync.Mutex
+	hung    []chan struct{} // Balancer calls hanging on purpose, closed when they return
+	closing bool            // no Balancer call may start hanging
+	leaseMu sync.Mutex
+	expired map[int64]time.Time // leases etcd revoked at expiry, and when
+	leaseOf map[ownership]int64 // the lease of each running interval's owner key
+	endings []ending            // intervals that ended, with their lease
 
 	// release ends when the world does: hung Balancer calls return.
 	release    context.Context
