@@ -38,11 +38,16 @@ type Config struct {
 	// Misbehave lets callbacks and the Balancer misbehave during the
 	// faulty part: slow, failing, panicking, hanging.
 	Misbehave bool
+	// MaxClockSkew is how slow a member's clock may run against etcd's
+	// (0.04: 4 %). Each member gets its own skew, fixed for the run: every
+	// other member the maximum, the rest a seeded fraction of it. See
+	// simetcd's Conn.SetClockSkew for how it is modelled.
+	MaxClockSkew float64
 }
 
 // DefaultConfig is the shape of the CI seeds.
 func DefaultConfig() Config {
-	return Config{Members: 4, Syncs: 12, Steps: 40, TTL: 2 * time.Second, Settle: 100 * time.Millisecond, Misbehave: true}
+	return Config{Members: 4, Syncs: 12, Steps: 40, TTL: 2 * time.Second, Settle: 100 * time.Millisecond, Misbehave: true, MaxClockSkew: 0.04}
 }
 
 // Result is what one run saw.
@@ -128,7 +133,12 @@ type member struct {
 	cli  *clientv3.Client
 	co   *coordinator.Coordinator
 	rng  *rand.Rand // for its faults and misbehaviour; guarded by mu
-	mu   sync.Mutex
+	slow float64    // how slow its clock runs against etcd's
+	// revoke is its WithRevokeTimeout: the default (TTL/4) or, for half
+	// the members, a short one, which leaves only the deadline's own
+	// margin between a member's last instant and etcd's expiry.
+	revoke time.Duration
+	mu     sync.Mutex
 }
 
 func (m *member) up() bool { return m.co != nil }
@@ -170,9 +180,20 @@ func newWorld(t *testing.T, seed uint64, cfg Config, progress *atomic.Int64) *wo
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The skews have a stream of their own, so that they leave the rest
+	// of a seed's schedule as it was before they existed.
+	skews := rand.New(rand.NewPCG(seed, 0xc10c))
 	for i := range cfg.Members {
+		slow := cfg.MaxClockSkew
+		if i%2 == 1 {
+			slow *= skews.Float64()
+		}
+		revoke := cfg.TTL / 4
+		if skews.IntN(2) == 0 {
+			revoke = time.Millisecond + time.Duration(skews.Int64N(int64(cfg.TTL/10)))
+		}
 		w.members = append(w.members, &member{w: w, id: fmt.Sprintf("m%d", i), idx: i,
-			rng: rand.New(rand.NewPCG(seed, uint64(i+1)))})
+			rng: rand.New(rand.NewPCG(seed, uint64(i+1))), slow: slow, revoke: revoke})
 	}
 	return w
 }
@@ -207,6 +228,7 @@ func (w *world) run() {
 		w.addSync()
 	}
 	for _, m := range w.members {
+		w.note("%s's clock runs %.2f%% slow; revoke timeout %v", m.id, 100*m.slow, m.revoke)
 		w.startMember(m)
 	}
 	w.faulty.Store(w.cfg.Misbehave)
@@ -353,9 +375,6 @@ type ownership struct {
 	member, sync string
 	token        int64
 }
-
-// revokeTimeout is the coordinator's default: TTL/4.
-func (w *world) revokeTimeout() time.Duration { return w.cfg.TTL / 4 }
 
 func (w *world) leaseExpired(lease int64) {
 	w.leaseMu.Lock()
@@ -604,11 +623,12 @@ func (w *world) startMember(m *member) {
 		return
 	}
 	m.conn = w.srv.Connect()
+	m.conn.SetClockSkew(m.slow)
 	m.cli = m.conn.Client()
 	logger := slog.New(slog.NewTextHandler(&w.clog, &slog.HandlerOptions{Level: slog.LevelDebug})).With("member", m.id)
 	h := handler{m: m, co: new(atomic.Pointer[coordinator.Coordinator])}
 	co, err := coordinator.New(m.cli, group, h, coordinator.WithMemberID(m.id),
-		coordinator.WithTTL(w.cfg.TTL), coordinator.WithSettle(w.cfg.Settle),
+		coordinator.WithTTL(w.cfg.TTL), coordinator.WithSettle(w.cfg.Settle), coordinator.WithRevokeTimeout(m.revoke),
 		coordinator.WithBalancer(balancer{m: m, next: rebalance.Sticky()}), coordinator.WithLogger(logger))
 	if err != nil {
 		w.t.Fatalf("%s: new: %v", m.id, err)

@@ -27,9 +27,9 @@ func (h handler) OnAssign(ctx context.Context, c *assignment.Claim) error {
 	m.w.rec.Start(m.id, c.ID(), c.Token())
 	// The contract: no OnAssign once the lease is at risk, when the member
 	// could not be sure to stop the work by its deadline.
-	if !time.Now().Before(c.Deadline().Add(-m.w.revokeTimeout())) {
+	if !time.Now().Before(c.Deadline().Add(-m.revoke)) {
 		m.w.problem("%s: OnAssign of %s (token %d) at %v before its deadline, inside the revoke timeout %v",
-			m.id, c.ID(), c.Token(), time.Until(c.Deadline()), m.w.revokeTimeout())
+			m.id, c.ID(), c.Token(), time.Until(c.Deadline()), m.revoke)
 	}
 	m.w.started(ownership{m.id, c.ID(), c.Token()})
 	if !m.w.faulty.Load() {

@@ -52,6 +52,7 @@ type Conn struct {
 	inject  Injector
 	cut     chan struct{} // closed when not cut off; replaced by Cut
 	isCut   bool
+	slow    float64          // see SetClockSkew
 	streams map[*stream]bool // open streams; true for watch streams
 }
 
@@ -239,7 +240,10 @@ func (k kvClient) Compact(ctx context.Context, r *pb.CompactionRequest, _ ...grp
 type leaseClient struct{ c *Conn }
 
 func (l leaseClient) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest, _ ...grpc.CallOption) (*pb.LeaseGrantResponse, error) {
-	return unary(l.c, ctx, "LeaseGrant", r, l.c.s.LeaseGrant)
+	slow := l.c.clockSkew()
+	return unary(l.c, ctx, "LeaseGrant", r, func(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
+		return l.c.s.grant(ctx, r, slow)
+	})
 }
 
 func (l leaseClient) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest, _ ...grpc.CallOption) (*pb.LeaseRevokeResponse, error) {

@@ -79,7 +79,8 @@ type Server struct {
 	nextLease int64
 	leaderC   chan struct{} // closed while there is a leader; replaced when lost
 	noLeader  bool
-	streams   map[*stream]struct{} // open watch and keep-alive streams
+	streams   map[*stream]struct{}     // open watch and keep-alive streams
+	early     map[lease.LeaseID]*early // leases granted through a slow-clock Conn (skew.go)
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -129,6 +130,7 @@ func New(cfg Config) (*Server, error) {
 		nextLease: 0x7a5e0000,
 		leaderC:   make(chan struct{}),
 		streams:   map[*stream]struct{}{},
+		early:     map[lease.LeaseID]*early{},
 		stop:      make(chan struct{}),
 	}
 	close(s.leaderC)
@@ -149,6 +151,9 @@ func (s *Server) Close() {
 	default:
 	}
 	close(s.stop)
+	for id := range s.early {
+		s.forget(id)
+	}
 	var open []*stream
 	for st := range s.streams {
 		open = append(open, st)
@@ -173,6 +178,9 @@ func (s *Server) expire() {
 			for _, l := range ls {
 				s.mu.Lock()
 				revoked := !s.noLeader && s.le.Revoke(l.ID) == nil
+				if revoked {
+					s.forget(l.ID)
+				}
 				s.mu.Unlock()
 				if revoked && s.cfg.OnExpire != nil {
 					s.cfg.OnExpire(int64(l.ID))
@@ -219,6 +227,7 @@ func (s *Server) LoseLeader() (restore func()) {
 			defer s.mu.Unlock()
 			s.noLeader = false
 			s.le.Promote(0)
+			s.extendEarly()
 			close(s.leaderC)
 		})
 	}
@@ -457,6 +466,11 @@ func (s *Server) fill(h *pb.ResponseHeader) {
 
 // LeaseGrant serves a LeaseGrantRequest.
 func (s *Server) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
+	return s.grant(ctx, r, 0)
+}
+
+// grant grants a lease whose holder's clock runs slow by slow (see skew.go).
+func (s *Server) grant(ctx context.Context, r *pb.LeaseGrantRequest, slow float64) (*pb.LeaseGrantResponse, error) {
 	if err := s.waitLeader(ctx); err != nil {
 		return nil, err
 	}
@@ -473,6 +487,7 @@ func (s *Server) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.L
 	if err != nil {
 		return nil, toGRPC(err)
 	}
+	s.skew(l.ID, l.TTL(), slow)
 	return &pb.LeaseGrantResponse{Header: s.header(0), ID: int64(l.ID), TTL: l.TTL()}, nil
 }
 
@@ -485,6 +500,7 @@ func (s *Server) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb
 		return nil, err
 	}
 	defer s.mu.Unlock()
+	s.forget(lease.LeaseID(r.ID))
 	if err := s.le.Revoke(lease.LeaseID(r.ID)); err != nil {
 		return nil, toGRPC(err)
 	}
@@ -539,7 +555,27 @@ func (s *Server) renew(ctx context.Context, id int64) (*pb.LeaseKeepAliveRespons
 		return nil, err
 	}
 	resp := &pb.LeaseKeepAliveResponse{ID: id, Header: s.header(0)}
+	if err := s.lock(); err != nil {
+		return nil, err
+	}
+	expired := s.revokeIfDue(lease.LeaseID(id))
+	s.mu.Unlock()
+	if expired {
+		if s.cfg.OnExpire != nil {
+			s.cfg.OnExpire(id)
+		}
+		return resp, nil // TTL 0: not found
+	}
 	ttl, err := s.le.Renew(lease.LeaseID(id))
+	if err == nil {
+		if err := s.lock(); err != nil {
+			return nil, err
+		}
+		if !s.renewed(lease.LeaseID(id), ttl) {
+			ttl = 0
+		}
+		s.mu.Unlock()
+	}
 	switch {
 	case errors.Is(err, lease.ErrLeaseNotFound):
 		ttl = 0
