@@ -823,7 +823,41 @@ func (w *world) converged() string {
 		}
 	}
 	slices.Sort(bad)
+	if len(bad) == 0 {
+		return w.unbalanced(owners)
+	}
 	return strings.Join(bad, "; ")
+}
+
+// unbalanced says which syncs the Balancer's own rule would still move:
+// a converged group is a fixed point of Sticky (every member within its
+// share, nothing to move).
+func (w *world) unbalanced(owners map[string]string) string {
+	var in rebalance.Input
+	for _, m := range w.live() {
+		in.Members = append(in.Members, assignment.Member{ID: m.id})
+	}
+	for _, id := range w.syncIDs(valid) {
+		in.Syncs = append(in.Syncs, assignment.Sync{ID: id})
+	}
+	slices.SortFunc(in.Members, func(a, b assignment.Member) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(in.Syncs, func(a, b assignment.Sync) int { return strings.Compare(a.ID, b.ID) })
+	in.Current = assignment.Plan(owners)
+	plan, err := rebalance.Sticky().Balance(context.Background(), in)
+	if err != nil {
+		return "Sticky on the converged group: " + err.Error()
+	}
+	var moves []string
+	for id, to := range plan {
+		if owners[id] != to {
+			moves = append(moves, fmt.Sprintf("%s %s→%s", id, owners[id], to))
+		}
+	}
+	if len(moves) == 0 {
+		return ""
+	}
+	slices.Sort(moves)
+	return "not balanced: Sticky would still move " + strings.Join(moves, ", ")
 }
 
 // describe summarises the group as Describe reads it, for a failure.
