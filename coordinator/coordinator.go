@@ -215,12 +215,42 @@ func (c *Coordinator) register(ctx context.Context) (*session, error) {
 		if ok {
 			return sess, nil
 		}
-		rctx, cancel := context.WithTimeout(context.Background(), sess.ttl)
+		rctx, cancel := c.giveBackCtx(sess.ttl)
 		sess.close(rctx, true)
 		cancel()
 		if err != nil {
 			return nil, err
 		}
+	}
+}
+
+// giveBackCtx bounds the revoke of a lease that could not be registered:
+// by ttl, and by Leave's ctx once Leave is called, before or during the
+// revoke (a Leave during a rejoin must not wait a TTL for it; a lease not
+// revoked expires unused).
+func (c *Coordinator) giveBackCtx(ttl time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), ttl)
+	var (
+		mu        sync.Mutex // leaf
+		done      bool
+		stopBound func() bool
+	)
+	stopLeave := context.AfterFunc(c.leaveReq, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !done { // leaveCtx is set before leaveReq is cancelled
+			stopBound = context.AfterFunc(c.leaveCtx, cancel)
+		}
+	})
+	return ctx, func() {
+		stopLeave()
+		mu.Lock()
+		done = true
+		if stopBound != nil {
+			stopBound()
+		}
+		mu.Unlock()
+		cancel()
 	}
 }
 

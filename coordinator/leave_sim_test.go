@@ -6,6 +6,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/baton-go/baton/internal/simetcd"
 )
 
 // TestLeaveReturnsWhileReleasesHang: Leave must return within its ctx even
@@ -38,5 +40,43 @@ func TestLeaveReturnsWhileReleasesHang(t *testing.T) {
 			t.Errorf("%d syncs still owned after Leave", n)
 		}
 		<-sm.co.Done()
+	})
+}
+
+// TestLeaveWhileRejoiningReturnsWithinItsCtx: a Leave that arrives while
+// the member is registering again after a lost session must return within
+// its ctx, even when etcd answers no request but lease grants. Found by
+// the simulator (internal/sim, a soak seed): the rejoin gave its new lease
+// back with a fresh TTL-long ctx, and Leave waited for that revoke.
+func TestLeaveWhileRejoiningReturnsWithinItsCtx(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sm := newSimMember(t, 1)
+		var on atomic.Bool
+		on.Store(true)
+		sm.conn.SetInjector(func(method string) simetcd.Fault {
+			if on.Load() && method != "LeaseGrant" {
+				return simetcd.Fault{Kind: simetcd.Hang}
+			}
+			return simetcd.Fault{}
+		})
+		// The session is lost within a TTL; the rejoin gets its lease and
+		// then waits on the member-key Txn or the give-back of the lease.
+		sm.waitOwned(t, 0, time.Minute, "once renewals got no answer")
+		for _, wait := range []time.Duration{500 * time.Millisecond, 1500 * time.Millisecond} {
+			time.Sleep(wait)
+			if sm.co.Err() != nil {
+				t.Fatalf("member stopped: %v", sm.co.Err())
+			}
+		}
+		lctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		if err := sm.co.Leave(lctx); err != nil {
+			t.Logf("Leave: %v", err)
+		}
+		if d := time.Since(start); d > 200*time.Millisecond {
+			t.Errorf("Leave(200ms ctx) during a rejoin took %v", d)
+		}
+		on.Store(false)
 	})
 }
