@@ -62,6 +62,8 @@ type Coordinator struct {
 	leaveReq     context.Context // cancelled by Leave
 	requestLeave context.CancelFunc
 	leaveCtx     context.Context // Leave's ctx, set before leaveReq ends
+	leaveOver    context.Context // cancelled once leaveCtx ends: what Leave waits for must stop
+	endLeave     context.CancelFunc
 
 	// balancerCalls tracks the Balancer call abandoned at its budget that
 	// has not returned yet, over the coordinator's life.
@@ -119,6 +121,7 @@ func New(cli *clientv3.Client, group string, h Handler, opts ...Option) (*Coordi
 		callbacks: map[uint64]int{},
 	}
 	c.leaveReq, c.requestLeave = context.WithCancel(context.Background())
+	c.leaveOver, c.endLeave = context.WithCancel(context.Background())
 	c.upd, _ = h.(Updater)
 	return c, nil
 }
@@ -225,33 +228,13 @@ func (c *Coordinator) register(ctx context.Context) (*session, error) {
 }
 
 // giveBackCtx bounds the revoke of a lease that could not be registered:
-// by ttl, and by Leave's ctx once Leave is called, before or during the
+// by ttl, and by Leave's ctx if Leave is called, before or during the
 // revoke (a Leave during a rejoin must not wait a TTL for it; a lease not
 // revoked expires unused).
 func (c *Coordinator) giveBackCtx(ttl time.Duration) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(context.Background(), ttl)
-	var (
-		mu        sync.Mutex // leaf
-		done      bool
-		stopBound func() bool
-	)
-	stopLeave := context.AfterFunc(c.leaveReq, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if !done { // leaveCtx is set before leaveReq is cancelled
-			stopBound = context.AfterFunc(c.leaveCtx, cancel)
-		}
-	})
-	return ctx, func() {
-		stopLeave()
-		mu.Lock()
-		done = true
-		if stopBound != nil {
-			stopBound()
-		}
-		mu.Unlock()
-		cancel()
-	}
+	stop := context.AfterFunc(c.leaveOver, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 // registerMember creates members/<id> with the session's lease if absent
@@ -412,7 +395,7 @@ func (c *Coordinator) epoch(sess *session) outcome {
 		// up, which ends the releases still retrying and the election's
 		// cleanup; the lease revoke (or its expiry) frees what is left.
 		// Found by the simulator (internal/sim).
-		stop := context.AfterFunc(c.leaveCtx, func() {
+		stop := context.AfterFunc(c.leaveOver, func() {
 			c.log.Warn("leave: ctx ended before the member was done; giving the lease up")
 			sess.lose(errLeaveDeadline)
 		})
@@ -537,6 +520,7 @@ func (c *Coordinator) Leave(ctx context.Context) error {
 		return err
 	}
 	drainErr := c.drainForLeave(ctx)
+	stopOver := func() bool { return false }
 	c.leaveOnce.Do(func() {
 		if ctx.Err() != nil {
 			// The etcd calls of a late Leave still get a short chance.
@@ -545,9 +529,11 @@ func (c *Coordinator) Leave(ctx context.Context) error {
 			defer func() { <-c.done; cancel() }()
 		}
 		c.leaveCtx = ctx
+		stopOver = context.AfterFunc(ctx, c.endLeave)
 		c.requestLeave()
 	})
 	<-c.done
+	stopOver()
 	if drainErr != nil && !errors.Is(drainErr, ErrClosed) {
 		return fmt.Errorf("coordinator: left without a complete drain: %w", drainErr)
 	}
