@@ -148,7 +148,9 @@ func (c *Coordinator) Err() error {
 }
 
 // Owned returns a snapshot of the claims this member holds now, sorted by
-// sync ID.
+// sync ID. A claim is listed from the write of its owner key until its
+// OnRevoke has returned, before the key is deleted: a sync whose owner key
+// is gone from etcd is never listed.
 func (c *Coordinator) Owned() []*assignment.Claim {
 	c.mu.Lock()
 	out := make([]*assignment.Claim, 0, len(c.owned))

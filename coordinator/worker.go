@@ -842,10 +842,13 @@ func (w *worker) own(a *actor, r *claimResult) (assignment.RevokeReason, bool) {
 	log := w.c.log.With("sync", a.id, "token", c.Token())
 	w.c.addOwned(c)
 	why := w.hold(a, c, log)
+	// Forgotten before the key is deleted, so that Owned never lists a
+	// claim whose owner key is gone: it lists a claim from the owner key's
+	// write until OnRevoke has returned.
+	w.c.removeOwned(c)
 	// Given back in every case: after a lease-lost revoke the attempt
 	// ends at once (the lease is abandoned and takes the key with it).
 	released := w.giveBack(a.id, r)
-	w.c.removeOwned(c)
 	log.Info("released", "reason", why.String())
 	return why, released
 }
