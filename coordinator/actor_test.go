@@ -61,7 +61,7 @@ func newBareWorker(t *testing.T) *bareWorker {
 		b.w.actorsWG.Wait()
 		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		sess.close(rctx, true)
+		sess.closeAndRevoke(rctx)
 		require.NoError(t, b.rec.Check(), "single owner")
 	})
 	return b
@@ -238,7 +238,7 @@ func TestNoAssignOnceTheLeaseIsAtRisk(t *testing.T) {
 			}
 			SetTestHooks(t, TestHooks{BeforeAssign: func(id string, lost <-chan struct{}) {
 				if calls.Add(1) == int64(lose) {
-					b.w.sess.lose(errors.New("test: lease at risk"))
+					b.w.sess.markAtRisk(errors.New("test: lease at risk"))
 					<-lost
 				}
 			}})

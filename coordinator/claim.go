@@ -14,17 +14,19 @@ import (
 
 // claimResult is what one claim attempt learned about one sync.
 type claimResult struct {
-	claimed bool  // this member now holds owners/<sync> with token
-	token   int64 // create revision of the owner key (ours or the holder's)
-	mine    bool  // the owner key already belongs to this session (adopt it)
+	// held: this session holds owners/<sync> with token, claimed just now
+	// or found on its lease already (a claim whose answer was lost: it is
+	// adopted).
+	held bool
+	// taken: another session holds owners/<sync> (token is its).
+	taken bool
+	token int64 // create revision of the owner key
 
 	sync    assignment.Sync
 	syncErr error // the sync is gone or its spec cannot be read
 	// specRev is the revision syncErr is true at: the unreadable spec's
 	// mod revision, or the claim's revision for a missing one.
 	specRev int64
-
-	holder string // member holding the owner key when not claimed
 
 	// unknown: a claim was sent but its answer was an error or never
 	// came, so it may have gone through. Only the session's lease can
@@ -34,7 +36,7 @@ type claimResult struct {
 }
 
 // mayHold reports whether the owner key may be this session's after r.
-func (r *claimResult) mayHold() bool { return r != nil && (r.claimed || r.mine || r.unknown) }
+func (r *claimResult) mayHold() bool { return r != nil && (r.held || r.unknown) }
 
 // claim tries to claim every sync in ids. Each sync is one nested Txn with
 // its own guard (claim if free, else read the holder), so one held sync
@@ -72,19 +74,17 @@ func (w *worker) claim(ids []string) (map[string]*claimResult, error) {
 		}
 		if resp.Succeeded {
 			// A put in a Txn has the Txn's revision as create revision.
-			r.claimed, r.token = true, rev
+			r.held, r.token = true, rev
 			out[id] = r
 			continue
 		}
 		ownerKVs := resp.Responses[0].GetResponseRange().Kvs
 		switch {
 		case len(ownerKVs) == 1 && clientv3.LeaseID(ownerKVs[0].Lease) == w.sess.id:
-			r.mine, r.token = true, ownerKVs[0].CreateRevision
+			r.held, r.token = true, ownerKVs[0].CreateRevision
 		case len(ownerKVs) == 1:
-			r.holder, r.token = string(ownerKVs[0].Value), ownerKVs[0].CreateRevision
-			if r.holder == "" {
-				r.holder = "(a key with no member named)" // written by hand: wait for it like any holder
-			}
+			// Another session's, or written by hand: wait for it either way.
+			r.taken, r.token = true, ownerKVs[0].CreateRevision
 		}
 		out[id] = r
 	}

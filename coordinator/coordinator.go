@@ -70,8 +70,7 @@ type Coordinator struct {
 	balancerCalls balancerCalls
 	requestBound  atomic.Int64 // the leader's bound on its big requests, in ns (see leaderRequest)
 
-	leader   atomic.Bool
-	stopping atomic.Bool // set before a shutdown revokes, so the reason is Shutdown
+	leader atomic.Bool
 
 	done chan struct{}
 	err  error
@@ -221,7 +220,7 @@ func (c *Coordinator) register(ctx context.Context) (*session, error) {
 			return sess, nil
 		}
 		rctx, cancel := c.giveBackCtx(sess.ttl)
-		sess.close(rctx, true)
+		sess.closeAndRevoke(rctx)
 		cancel()
 		if err != nil {
 			return nil, err
@@ -287,7 +286,7 @@ func (c *Coordinator) registerMember(ctx context.Context, s *session, draining b
 			case <-ctx.Done():
 				cancel()
 				return false, fmt.Errorf("%w: %q is held by lease %x (%v)", ErrMemberIDInUse, c.o.memberID, holder, ctx.Err())
-			case <-s.Lost():
+			case <-s.AtRisk():
 				cancel()
 				return false, nil
 			}
@@ -305,7 +304,7 @@ func (c *Coordinator) memberValue(draining bool) string {
 type outcome int
 
 const (
-	sessionLost outcome = iota
+	sessionAtRisk outcome = iota
 	clientClosed
 	left
 )
@@ -341,7 +340,7 @@ func (c *Coordinator) run(sess *session) {
 			case err == nil:
 				sess = s
 				c.log.Info("joined again", "lease", fmt.Sprintf("%x", int64(s.id)))
-			case c.cli.Ctx().Err() != nil:
+			case c.clientClosed():
 				stop()
 				cancel()
 				c.err = fmt.Errorf("coordinator: etcd client closed: %w", context.Cause(c.cli.Ctx()))
@@ -379,18 +378,15 @@ func (c *Coordinator) epoch(sess *session) outcome {
 
 	var out outcome
 	select {
-	case <-sess.Lost():
-		out = sessionLost
+	case <-sess.AtRisk():
+		out = sessionAtRisk
 	case <-c.cli.Ctx().Done():
 		out = clientClosed
 	case <-c.leaveReq.Done():
 		out = left
 	}
-	if out == sessionLost && c.cli.Ctx().Err() != nil {
+	if out == sessionAtRisk && c.clientClosed() {
 		out = clientClosed
-	}
-	if out == clientClosed {
-		c.stopping.Store(true)
 	}
 	if out == left {
 		// Leave's ctx bounds the rest: once it ends, the session is given
@@ -399,7 +395,7 @@ func (c *Coordinator) epoch(sess *session) outcome {
 		// Found by the simulator (internal/sim).
 		stop := context.AfterFunc(c.leaveOver, func() {
 			c.log.Warn("leave: ctx ended before the member was done; giving the lease up")
-			sess.lose(errLeaveDeadline)
+			sess.markAtRisk(errLeaveDeadline)
 		})
 		defer stop()
 		c.leaveGracefully(w, sess)
@@ -413,15 +409,15 @@ func (c *Coordinator) epoch(sess *session) outcome {
 
 	switch out {
 	case left:
-		sess.close(c.leaveCtx, true)
-	case sessionLost:
+		sess.closeAndRevoke(c.leaveCtx)
+	case sessionAtRisk:
 		// Give the lease back if etcd can still be reached, so the syncs
 		// are free at once rather than at expiry.
 		rctx, rcancel := context.WithTimeout(context.Background(), c.o.revokeTimeout)
-		sess.close(rctx, true)
+		sess.closeAndRevoke(rctx)
 		rcancel()
 	default:
-		sess.close(context.Background(), false)
+		sess.close()
 	}
 	return out
 }
@@ -437,7 +433,7 @@ func (c *Coordinator) leaveGracefully(w *worker, sess *session) {
 		}
 		select {
 		case <-ch:
-		case <-sess.Lost(): // lost, or given up at Leave's deadline (see epoch)
+		case <-sess.AtRisk(): // lost, or given up at Leave's deadline (see epoch)
 			return
 		}
 	}
@@ -633,7 +629,9 @@ func (c *Coordinator) othersCanTakeOver(ctx context.Context) (bool, error) {
 	return false, nil
 }
 
-func (c *Coordinator) shuttingDown() bool { return c.stopping.Load() }
+// clientClosed reports whether the etcd client is closed: the coordinator
+// then stops for good, and what it revokes gets reason Shutdown.
+func (c *Coordinator) clientClosed() bool { return c.cli.Ctx().Err() != nil }
 
 func (c *Coordinator) changedCh() <-chan struct{} {
 	c.mu.Lock()
@@ -752,11 +750,11 @@ func (c *Coordinator) callRevoke(ctx context.Context, cl *assignment.Claim, why 
 // lease comes at risk, and an overrun of RevokeTimeout is logged and counted.
 func (c *Coordinator) revoke(s *session, cl *assignment.Claim, why assignment.RevokeReason) {
 	start := time.Now()
-	c.callRevoke(s.riskCtx, cl, why)
+	c.callRevoke(s.atRisk, cl, why)
 	took := time.Since(start)
 	overrun := took > c.o.revokeTimeout
 	switch {
-	case s.riskCtx.Err() != nil && time.Now().After(cl.Deadline()):
+	case s.isAtRisk() && time.Now().After(cl.Deadline()):
 		// The lease came at risk while OnRevoke ran, and it did not stop
 		// by the deadline: another member may be running the sync.
 		c.log.Error("OnRevoke returned after the ownership deadline; only fencing protects downstream writes now",

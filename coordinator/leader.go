@@ -33,11 +33,11 @@ func (c *Coordinator) campaign(ectx context.Context, sess *session) {
 	// returns, no term calls the Balancer again, so a Balancer that hangs
 	// cannot run concurrently with itself nor leak a goroutine per term.
 	calls := &c.balancerCalls
-	for ectx.Err() == nil && sess.riskCtx.Err() == nil {
+	for ectx.Err() == nil && !sess.isAtRisk() {
 		el := election.New(sess.electionSession(), c.keys.Election(), election.WithRequestTimeout(c.o.ttl/2))
 		lctx, err := el.Campaign(ectx, c.o.memberID)
 		if err != nil {
-			if ectx.Err() != nil || sess.riskCtx.Err() != nil {
+			if ectx.Err() != nil || sess.isAtRisk() {
 				return
 			}
 			c.log.Warn("campaign failed, retrying", "error", err)
@@ -53,7 +53,7 @@ func (c *Coordinator) campaign(ectx context.Context, sess *session) {
 		c.leader.Store(false)
 		c.m.setLeader(false)
 		c.log.Info("leadership ended", "error", err)
-		if sess.riskCtx.Err() == nil {
+		if !sess.isAtRisk() {
 			// Step down explicitly so a successor need not wait for the key
 			// to vanish with the lease.
 			rctx, cancel := context.WithTimeout(context.Background(), c.o.revokeTimeout)
@@ -91,9 +91,12 @@ type view struct {
 	ignored map[string]int64
 
 	// planError is what status/leader says about the last round (empty:
-	// nothing wrong; planErrorUnknown: a status write's answer was lost),
-	// so that a successful round clears it, and only when set.
-	planError string
+	// nothing wrong), so that a successful round clears it, and only when
+	// set. statusUnknown: a write of status/leader went unanswered, so it
+	// may hold an error whatever planError says; the next successful round
+	// writes it.
+	planError     string
+	statusUnknown bool
 
 	unassignable []string        // last reported, to log changes only
 	reported     map[string]bool // invalid specs already logged
@@ -694,7 +697,7 @@ func (c *Coordinator) writeTargets(ctx context.Context, guard clientv3.Cmp, v *v
 		if err != nil {
 			c.m.etcdError("write-targets")
 			if chunk[len(chunk)-1].kind == writeStatus {
-				v.planError = planErrorUnknown
+				v.statusUnknown = true
 			}
 			return len(chunks), largest, effective, &planWriteError{gen: gen, err: err}
 		}
@@ -723,7 +726,7 @@ func (c *Coordinator) writeTargets(ctx context.Context, guard clientv3.Cmp, v *v
 					effective++
 				}
 			case writeStatus:
-				v.planError = ""
+				v.planError, v.statusUnknown = "", false
 			}
 			if t != nil && t.empty() {
 				delete(v.targets, w.member)
@@ -752,11 +755,6 @@ type leaderStatus struct {
 	ErrorGen   int64     `json:"errorGeneration,omitempty"`
 	At         time.Time `json:"at,omitzero"`
 }
-
-// planErrorUnknown stands in the view for a status/leader whose last
-// write's answer was lost: it may hold an error, so the next successful
-// round writes it.
-const planErrorUnknown = "(unknown: a write of status/leader went unanswered)"
 
 // readLeaderStatus reads a status/leader value; an unreadable one says so
 // in PlanError (and is rewritten by the next round).
@@ -788,7 +786,7 @@ func (c *Coordinator) reportPlanError(ctx context.Context, guard clientv3.Cmp, v
 	}
 	st := leaderStatus{Generation: v.gen, PlanError: err.Error(), ErrorGen: gen, At: time.Now().UTC()}
 	if c.writeStatus(ctx, guard, v, st) {
-		v.planError = st.describe()
+		v.planError, v.statusUnknown = st.describe(), false
 	}
 }
 
@@ -796,11 +794,11 @@ func (c *Coordinator) reportPlanError(ctx context.Context, guard clientv3.Cmp, v
 // round that wrote nothing, and only if it may hold one: the steady state
 // writes nothing.
 func (c *Coordinator) clearPlanError(ctx context.Context, guard clientv3.Cmp, v *view) {
-	if v.planError == "" {
+	if v.planError == "" && !v.statusUnknown {
 		return
 	}
 	if c.writeStatus(ctx, guard, v, leaderStatus{Generation: v.gen}) {
-		v.planError = ""
+		v.planError, v.statusUnknown = "", false
 	}
 }
 
@@ -812,7 +810,7 @@ func (c *Coordinator) writeStatus(ctx context.Context, guard clientv3.Cmp, v *vi
 	resp, err := c.leaderKV().Txn(sctx).If(guard).Then(c.statusWrite(st).op).Commit()
 	if err != nil || !resp.Succeeded {
 		if err != nil {
-			v.planError = planErrorUnknown
+			v.statusUnknown = true
 		}
 		c.log.Warn("could not write status/leader; a later round tries again", "error", err)
 		return false

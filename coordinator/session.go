@@ -17,32 +17,47 @@ import (
 //
 // Baton renews the lease itself with KeepAliveOnce so that it knows the send
 // time of every successful renewal: etcd cannot expire the lease before
-// sendTime + TTL, so deadline = sendTime + TTL - margin is a local instant by
+// sendTime + TTL, so leaseDeadline is a local instant by
 // which the member may safely stop all work. (clientv3's own keep-alive loop,
 // which the concurrency.Session also runs, measures from the response's
 // arrival, which can be a round trip too late.)
 type session struct {
 	cli           *clientv3.Client
-	cs            *concurrency.Session
 	id            clientv3.LeaseID
 	ttl           time.Duration // as granted by etcd
-	margin        time.Duration
 	revokeTimeout time.Duration
 	interval      time.Duration
 	log           *slog.Logger
 	m             *metrics
 
+	// mu guards deadline and election. A leaf: taken with no other lock
+	// held, and nothing else is taken, called or waited on while held.
 	mu       sync.Mutex
 	deadline time.Time
-	current  *concurrency.Session // cs, or its replacement (see keepAlive)
+	election *concurrency.Session // replaced when its keep-alive ends while the lease lives (see keepAlive)
 
-	// riskCtx is cancelled when the lease is at risk (deadline - revokeTimeout
-	// passed without a renewal) or known to be gone. Everything the session
-	// owns stops with it.
-	riskCtx context.Context
-	risk    context.CancelCauseFunc
-	stop    context.CancelFunc
-	wg      sync.WaitGroup
+	// atRisk ends once the lease is at risk: its deadline minus the revoke
+	// budget passed without a renewal, or it is known to be gone, or the
+	// session was closed or given up (markAtRisk). Everything the session
+	// owns stops with it: it is the one signal for "the lease is at risk".
+	atRisk     context.Context
+	markAtRisk context.CancelCauseFunc
+	stop       context.CancelFunc
+	wg         sync.WaitGroup
+}
+
+// deadlineMargin is the share of the TTL kept between a member's deadline
+// and the earliest instant etcd can expire its lease, for clock-rate
+// differences between the member and etcd's leader.
+const deadlineMargin = 20 // 1/20 of the TTL: 5%
+
+// leaseDeadline is the local instant by which a member must have stopped
+// all work on a lease renewed (or granted) by a request sent at sent, with
+// ttl as the answer gave it: etcd cannot expire the lease before
+// sent + ttl, and the margin covers clock-rate differences. It is the one
+// place the formula lives.
+func leaseDeadline(sent time.Time, ttl time.Duration) time.Time {
+	return sent.Add(ttl - ttl/deadlineMargin)
 }
 
 var errLeaseGone = errors.New("coordinator: membership lease expired or revoked")
@@ -59,12 +74,12 @@ func newSession(ctx context.Context, cli *clientv3.Client, ttl, revokeTimeout ti
 		return nil, fmt.Errorf("coordinator: grant lease: %w", err)
 	}
 	granted := time.Duration(resp.TTL) * time.Second
-	riskCtx, risk := context.WithCancelCause(context.Background())
+	atRisk, markAtRisk := context.WithCancelCause(context.Background())
 	// The concurrency.Session shares the lease; it is what the election
 	// campaigns with. Its context is ours, so it ends when we abandon the lease.
-	cs, err := concurrency.NewSession(cli, concurrency.WithLease(resp.ID), concurrency.WithContext(riskCtx))
+	cs, err := concurrency.NewSession(cli, concurrency.WithLease(resp.ID), concurrency.WithContext(atRisk))
 	if err != nil {
-		risk(err)
+		markAtRisk(err)
 		rctx, cancel := context.WithTimeout(context.Background(), granted)
 		_, _ = cli.Revoke(rctx, resp.ID)
 		cancel()
@@ -72,22 +87,20 @@ func newSession(ctx context.Context, cli *clientv3.Client, ttl, revokeTimeout ti
 	}
 	s := &session{
 		cli:           cli,
-		cs:            cs,
 		id:            resp.ID,
 		ttl:           granted,
-		margin:        granted / 20,
 		revokeTimeout: revokeTimeout,
 		log:           log,
 		m:             m,
-		riskCtx:       riskCtx,
-		risk:          risk,
-		current:       cs,
+		atRisk:        atRisk,
+		markAtRisk:    markAtRisk,
+		election:      cs,
+		deadline:      leaseDeadline(sent, granted),
 	}
 	// Three chances to renew before the lease comes at risk.
-	s.interval = max((granted-s.margin-revokeTimeout)/3, 50*time.Millisecond)
-	s.deadline = sent.Add(granted - s.margin)
+	s.interval = max((s.deadline.Sub(sent)-revokeTimeout)/3, 50*time.Millisecond)
 	m.deadlineMargin(time.Until(s.deadline))
-	loopCtx, stop := context.WithCancel(riskCtx)
+	loopCtx, stop := context.WithCancel(atRisk)
 	s.stop = stop
 	s.wg.Add(1)
 	go s.keepAlive(loopCtx)
@@ -102,22 +115,22 @@ func (s *session) Deadline() time.Time {
 	return s.deadline
 }
 
-// atRiskAt is when the lease-lost revoke must start.
+// atRiskAt is when the lease comes at risk unless it is renewed first:
+// the lease-lost revoke must start then, to end by the deadline.
 func (s *session) atRiskAt() time.Time { return s.Deadline().Add(-s.revokeTimeout) }
 
-// Lost is closed once the lease is at risk or gone.
-func (s *session) Lost() <-chan struct{} { return s.riskCtx.Done() }
+// AtRisk is closed once the lease is at risk (see session.atRisk).
+func (s *session) AtRisk() <-chan struct{} { return s.atRisk.Done() }
 
-// Err says why the session was lost, nil while it holds.
+// isAtRisk reports whether AtRisk is closed.
+func (s *session) isAtRisk() bool { return s.atRisk.Err() != nil }
+
+// Err says why the lease came at risk, nil before.
 func (s *session) Err() error {
-	if s.riskCtx.Err() == nil {
+	if !s.isAtRisk() {
 		return nil
 	}
-	return context.Cause(s.riskCtx)
-}
-
-func (s *session) lose(err error) {
-	s.risk(err)
+	return context.Cause(s.atRisk)
 }
 
 // electionSession is the concurrency.Session to campaign with: it shares
@@ -126,7 +139,7 @@ func (s *session) lose(err error) {
 func (s *session) electionSession() *concurrency.Session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.current
+	return s.election
 }
 
 func (s *session) keepAlive(ctx context.Context) {
@@ -135,7 +148,7 @@ func (s *session) keepAlive(ctx context.Context) {
 	defer risk.Stop()
 	next := time.NewTimer(s.interval)
 	defer next.Stop()
-	csDone := s.cs.Done()
+	csDone := s.electionSession().Done()
 	for {
 		select {
 		case <-ctx.Done():
@@ -150,7 +163,7 @@ func (s *session) keepAlive(ctx context.Context) {
 			next.Reset(0)
 			continue
 		case <-risk.C:
-			s.lose(fmt.Errorf("coordinator: lease not renewed in time (deadline %s, revoke budget %v)", s.Deadline().Format(time.RFC3339Nano), s.revokeTimeout))
+			s.markAtRisk(fmt.Errorf("coordinator: lease not renewed in time (deadline %s, revoke budget %v)", s.Deadline().Format(time.RFC3339Nano), s.revokeTimeout))
 			return
 		case <-next.C:
 		}
@@ -159,7 +172,7 @@ func (s *session) keepAlive(ctx context.Context) {
 		sent, resp, err := s.renew(ctx, s.atRiskAt())
 		switch {
 		case err == nil && resp.TTL > 0:
-			d := sent.Add(time.Duration(resp.TTL)*time.Second - s.margin)
+			d := leaseDeadline(sent, time.Duration(resp.TTL)*time.Second)
 			s.mu.Lock()
 			if d.After(s.deadline) {
 				s.deadline = d
@@ -170,16 +183,16 @@ func (s *session) keepAlive(ctx context.Context) {
 			next.Reset(s.interval)
 			if csDone == nil {
 				// The lease lives: campaign with a new concurrency session.
-				if cs, err := concurrency.NewSession(s.cli, concurrency.WithLease(s.id), concurrency.WithContext(s.riskCtx)); err == nil {
+				if cs, err := concurrency.NewSession(s.cli, concurrency.WithLease(s.id), concurrency.WithContext(s.atRisk)); err == nil {
 					s.log.Info("etcd keep-alive stream ended while the lease lived; new concurrency session")
 					s.mu.Lock()
-					s.current = cs
+					s.election = cs
 					s.mu.Unlock()
 					csDone = cs.Done()
 				}
 			}
 		case err == nil || errors.Is(err, rpctypes.ErrLeaseNotFound):
-			s.lose(errLeaseGone)
+			s.markAtRisk(errLeaseGone)
 			return
 		default:
 			if ctx.Err() != nil {
@@ -240,18 +253,23 @@ func (s *session) renew(ctx context.Context, deadline time.Time) (time.Time, *cl
 	}
 }
 
-// close stops renewing. With revoke it also revokes the lease (bounded by
-// ctx), which deletes every key the session holds at once.
-func (s *session) close(ctx context.Context, revoke bool) {
+// close stops renewing and leaves the lease to expire, a TTL later: for a
+// client that is closed, or a lease that is gone.
+func (s *session) close() {
 	s.stop()
 	s.wg.Wait()
 	s.m.sessionEnded()
 	s.electionSession().Orphan()
-	s.lose(errSessionClosed)
-	if revoke {
-		if _, err := s.cli.Revoke(ctx, s.id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			s.log.Warn("lease revoke failed; it will expire on its own", "error", err, "ttl", s.ttl)
-		}
+	s.markAtRisk(errSessionClosed)
+}
+
+// closeAndRevoke closes the session and revokes its lease (bounded by ctx),
+// which deletes every key the session holds at once. A revoke that fails
+// leaves the lease to expire.
+func (s *session) closeAndRevoke(ctx context.Context) {
+	s.close()
+	if _, err := s.cli.Revoke(ctx, s.id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		s.log.Warn("lease revoke failed; it will expire on its own", "error", err, "ttl", s.ttl)
 	}
 }
 

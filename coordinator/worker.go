@@ -100,7 +100,7 @@ func newWorker(ctx context.Context, c *Coordinator, s *session) *worker {
 	w := &worker{
 		c: c, sess: s, ctx: ctx, target: map[string]bool{}, gone: map[string]bool{}, actors: map[string]*actor{},
 		claimTxns:   &txnBatcher{cli: c.cli, ctx: ctx, timeout: s.ttl / 2},
-		releaseTxns: &txnBatcher{cli: c.cli, ctx: s.riskCtx, timeout: s.ttl / 2},
+		releaseTxns: &txnBatcher{cli: c.cli, ctx: s.atRisk, timeout: s.ttl / 2},
 		memberKick:  make(chan struct{}, 1),
 		suspectKick: make(chan struct{}, 1),
 	}
@@ -360,7 +360,7 @@ func (w *worker) watchBroke(what string, wr clientv3.WatchResponse, ok bool) {
 func (w *worker) memberTrouble(err error) {
 	if errors.Is(err, errMemberIDTaken) {
 		w.c.log.Error("member key taken by another session; starting a new session", "error", err)
-		w.sess.lose(err)
+		w.sess.markAtRisk(err)
 		return
 	}
 	w.memberPending.Store(true)
@@ -652,7 +652,7 @@ func (w *worker) runActor(a *actor, held *claimResult) {
 	var releasedAt time.Time
 	for {
 		w.mu.Lock()
-		want := a.want && w.ctx.Err() == nil && w.sess.riskCtx.Err() == nil
+		want := a.want && w.ctx.Err() == nil && !w.sess.isAtRisk()
 		if !want && !held.mayHold() {
 			delete(w.actors, a.id)
 			w.mu.Unlock()
@@ -687,13 +687,13 @@ func (w *worker) runActor(a *actor, held *claimResult) {
 		}
 		retry = retryMin
 		switch {
-		case (r.claimed || r.mine) && r.syncErr != nil:
+		case r.held && r.syncErr != nil:
 			// Claimed a sync whose spec is unreadable (or that vanished):
 			// never hand it to the handler; give it back and wait for the
 			// leader to drop it from the target.
 			held = r
 			w.markGone(a, r)
-		case r.claimed || r.mine:
+		case r.held:
 			handoff := time.Duration(-1)
 			if !releasedAt.IsZero() {
 				handoff = time.Since(releasedAt)
@@ -713,7 +713,7 @@ func (w *worker) runActor(a *actor, held *claimResult) {
 				// Not assigned: the lease came at risk. Either the
 				// session ends very soon, or a renewal answered late and
 				// it lives on; do not spin meanwhile.
-				sleepCtx(w.sess.riskCtx, retryMin)
+				sleepCtx(w.sess.atRisk, retryMin)
 			case assignment.Failed:
 				w.wait(a, backoff)
 				backoff = min(2*backoff, failBackoffMax)
@@ -725,7 +725,7 @@ func (w *worker) runActor(a *actor, held *claimResult) {
 			}
 		case r.syncErr != nil:
 			w.markGone(a, r)
-		case r.holder != "":
+		case r.taken:
 			releasedAt = time.Time{}
 			next, released, err := w.waitRelease(a)
 			switch {
@@ -794,7 +794,7 @@ func (w *worker) waitRelease(a *actor) (*claimResult, bool, error) {
 			if err != nil {
 				return nil, released, err
 			}
-			if r := rs[a.id]; r.holder == "" {
+			if r := rs[a.id]; !r.taken {
 				return r, released, nil
 			}
 		case <-a.kick:
@@ -828,7 +828,7 @@ func (w *worker) own(a *actor, r *claimResult) (assignment.RevokeReason, bool) {
 		panic(err)
 	}
 	if testHooks.beforeAssign != nil {
-		testHooks.beforeAssign(a.id, w.sess.Lost())
+		testHooks.beforeAssign(a.id, w.sess.AtRisk())
 	}
 	if !w.mayAssign() {
 		return w.lostReason(), w.giveBack(a.id, r)
@@ -857,14 +857,14 @@ func (w *worker) own(a *actor, r *claimResult) (assignment.RevokeReason, bool) {
 // risk (deadline - RevokeTimeout), when the member could no longer be sure
 // to stop the work by its deadline.
 func (w *worker) mayAssign() bool {
-	return w.sess.riskCtx.Err() == nil && time.Now().Before(w.sess.atRiskAt())
+	return !w.sess.isAtRisk() && time.Now().Before(w.sess.atRiskAt())
 }
 
 // hold calls OnAssign, then waits for a reason to end ownership, handling
 // spec changes on the way, and calls OnRevoke.
 func (w *worker) hold(a *actor, c *assignment.Claim, log *slog.Logger) assignment.RevokeReason {
 	for {
-		octx, cancel := context.WithCancel(context.WithValue(w.sess.riskCtx, failKey{}, func(err error) {
+		octx, cancel := context.WithCancel(context.WithValue(w.sess.atRisk, failKey{}, func(err error) {
 			w.mu.Lock()
 			a.failure = err
 			w.mu.Unlock()
@@ -890,7 +890,7 @@ func (w *worker) hold(a *actor, c *assignment.Claim, log *slog.Logger) assignmen
 		}
 		c.SetSync(respec)
 		if testHooks.beforeAssign != nil {
-			testHooks.beforeAssign(a.id, w.sess.Lost())
+			testHooks.beforeAssign(a.id, w.sess.AtRisk())
 		}
 		if !w.mayAssign() {
 			return w.lostReason()
@@ -906,7 +906,7 @@ func (w *worker) hold(a *actor, c *assignment.Claim, log *slog.Logger) assignmen
 func (w *worker) ownedLoop(a *actor, c *assignment.Claim, octx context.Context, log *slog.Logger) (assignment.RevokeReason, assignment.Sync) {
 	for {
 		select {
-		case <-w.sess.Lost():
+		case <-w.sess.AtRisk():
 			return w.lostReason(), assignment.Sync{}
 		case <-w.ctx.Done():
 			return w.lostReason(), assignment.Sync{}
@@ -914,7 +914,7 @@ func (w *worker) ownedLoop(a *actor, c *assignment.Claim, octx context.Context, 
 		}
 		// select picks at random among ready cases: a kick that came with
 		// the lease at risk must not win over it.
-		if w.sess.riskCtx.Err() != nil || w.ctx.Err() != nil {
+		if w.sess.isAtRisk() || w.ctx.Err() != nil {
 			return w.lostReason(), assignment.Sync{}
 		}
 		w.mu.Lock()
@@ -946,7 +946,7 @@ func (w *worker) ownedLoop(a *actor, c *assignment.Claim, octx context.Context, 
 // lostReason is LeaseLost, or Shutdown when the coordinator is stopping
 // for good (its client closed).
 func (w *worker) lostReason() assignment.RevokeReason {
-	if w.c.shuttingDown() || w.c.cli.Ctx().Err() != nil {
+	if w.c.clientClosed() {
 		return assignment.Shutdown
 	}
 	return assignment.LeaseLost
@@ -970,12 +970,12 @@ func (w *worker) giveBack(id string, r *claimResult) bool {
 			}
 			return true
 		}
-		if w.sess.riskCtx.Err() != nil || w.c.cli.Ctx().Err() != nil {
+		if w.sess.isAtRisk() || w.c.clientClosed() {
 			return false
 		}
 		w.c.m.etcdError("release")
 		w.c.log.Warn("release failed, retrying", "sync", id, "token", r.token, "error", err)
-		if !sleepCtx(w.sess.riskCtx, delay) {
+		if !sleepCtx(w.sess.atRisk, delay) {
 			return false
 		}
 		delay = min(2*delay, retryMax)

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/baton-go/baton/internal/wait"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
@@ -213,7 +214,7 @@ func (e *Election) campaign(ctx context.Context, value string) (string, int64, e
 	cli := e.s.Client()
 	k := e.candidateKey()
 	var rev int64
-	delay := retryMin
+	retry := wait.Backoff{Min: retryMin, Max: retryMax}
 	for {
 		if rev == 0 {
 			var err error
@@ -221,7 +222,7 @@ func (e *Election) campaign(ctx context.Context, value string) (string, int64, e
 				if ctx.Err() != nil || errors.Is(err, ErrSessionDone) {
 					return k, rev, err
 				}
-				if !sleep(ctx, &delay) {
+				if !retry.Wait(ctx) {
 					return k, rev, ctx.Err()
 				}
 				continue
@@ -240,12 +241,12 @@ func (e *Election) campaign(ctx context.Context, value string) (string, int64, e
 			if ctx.Err() != nil {
 				return k, rev, err
 			}
-			if !sleep(ctx, &delay) {
+			if !retry.Wait(ctx) {
 				return k, rev, ctx.Err()
 			}
 			continue
 		}
-		delay = retryMin
+		retry.Reset()
 		if !resp.Succeeded {
 			// The key is gone: the lease expired (the session will report
 			// it) or someone deleted it. Stand again.
@@ -259,7 +260,7 @@ func (e *Election) campaign(ctx context.Context, value string) (string, int64, e
 		if len(ahead) == 0 {
 			return k, rev, nil
 		}
-		if err := waitDelete(ctx, cli, string(ahead[0].Key), resp.Header.Revision+1); err != nil {
+		if err := wait.Deleted(ctx, cli, string(ahead[0].Key), resp.Header.Revision+1, nil); err != nil {
 			return k, rev, err
 		}
 	}
@@ -302,30 +303,11 @@ func (e *Election) putCandidate(ctx context.Context, k, value string) (int64, er
 	return kv.CreateRevision, nil
 }
 
-// waitDelete waits until key is deleted, watching from rev. It also returns
-// nil when the watch breaks (compaction, etcd leader loss, connection loss),
-// so the caller looks again instead of missing the deletion.
-func waitDelete(ctx context.Context, cli *clientv3.Client, key string, rev int64) error {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	for wr := range cli.Watch(wctx, key, clientv3.WithRev(rev)) {
-		if wr.Err() != nil {
-			break
-		}
-		for _, ev := range wr.Events {
-			if ev.Type == clientv3.EventTypeDelete {
-				return nil
-			}
-		}
-	}
-	return ctx.Err()
-}
-
 // watch ends t when its key is deleted or replaced. It returns when t's
 // context ends.
 func (e *Election) watch(t *term) {
 	cli := e.s.Client()
-	delay := retryMin
+	retry := wait.Backoff{Min: retryMin, Max: retryMax}
 	var rev int64 // 0: confirm the key with a Get first
 	for t.ctx.Err() == nil {
 		if rev == 0 {
@@ -333,10 +315,10 @@ func (e *Election) watch(t *term) {
 			resp, err := cli.Get(rctx, t.key)
 			cancel()
 			if err != nil {
-				sleep(t.ctx, &delay)
+				retry.Wait(t.ctx)
 				continue
 			}
-			delay = retryMin
+			retry.Reset()
 			if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != t.rev {
 				t.cancel(ErrLeaderKeyLost)
 				return
@@ -359,7 +341,7 @@ func (e *Election) watch(t *term) {
 		cancel()
 		// The watch broke: confirm the key again before watching on.
 		rev = 0
-		sleep(t.ctx, &delay)
+		retry.Wait(t.ctx)
 	}
 }
 
@@ -452,18 +434,4 @@ func (e *Election) current() (leaderKey, bool) {
 		return leaderKey{}, false
 	}
 	return e.term.leaderKey, true
-}
-
-// sleep waits for *delay, then doubles it up to retryMax; it returns false if
-// ctx ended first.
-func sleep(ctx context.Context, delay *time.Duration) bool {
-	t := time.NewTimer(*delay)
-	defer t.Stop()
-	*delay = min(2**delay, retryMax)
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
