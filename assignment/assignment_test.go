@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/baton-go/baton/assignment"
+	"github.com/baton-go/baton/internal/claimsync"
 	"github.com/baton-go/baton/internal/etcdtest"
 )
 
@@ -194,7 +195,7 @@ func TestClaimSyncIsACopy(t *testing.T) {
 	assert.Equal(t, "v1", string(c.Sync().Spec))
 
 	next := assignment.Sync{ID: "s", Spec: []byte("v2"), Revision: 9}
-	c.SetSync(next)
+	claimsync.Set(c, next)
 	next.Spec[0] = 'Y'
 	assert.Equal(t, "v2", string(c.Sync().Spec))
 	assert.EqualValues(t, 9, c.Sync().Revision)

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/baton-go/baton/internal/claimsync"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -63,9 +64,13 @@ func (c *Claim) Sync() Sync {
 	return c.sync.Clone()
 }
 
-// SetSync replaces the claim's view of the sync after a spec change. The
-// coordinator calls it before Updater.OnUpdate.
-func (c *Claim) SetSync(s Sync) {
+func init() {
+	claimsync.Set = func(c, s any) { c.(*Claim).setSync(s.(Sync)) }
+}
+
+// setSync replaces the claim's view of the sync after a spec change. The
+// coordinator calls it (through claimsync) before Updater.OnUpdate.
+func (c *Claim) setSync(s Sync) {
 	c.mu.Lock()
 	c.sync = s.Clone()
 	c.mu.Unlock()

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -34,29 +33,9 @@ func NewAdmin(cli *clientv3.Client, group string, opts ...Option) (*Admin, error
 	if cli == nil {
 		return nil, errors.New("coordinator: NewAdmin: nil etcd client")
 	}
-	o := buildOptions(opts)
-	if err := o.validate(false); err != nil {
+	o, err := memberlessOptions("NewAdmin", opts)
+	if err != nil {
 		return nil, err
-	}
-	d := defaultOptions()
-	var unusable []string
-	for name, set := range map[string]bool{
-		"WithMemberID":      o.memberID != d.memberID,
-		"WithWeight":        o.weight != d.weight,
-		"WithLabels":        o.labels != nil,
-		"WithTTL":           o.ttl != d.ttl,
-		"WithBalancer":      o.balancer != nil,
-		"WithSettle":        o.settle != d.settle,
-		"WithRevokeTimeout": o.revokeTimeout != d.revokeTimeout,
-		"WithMetrics":       o.registerer != nil,
-	} {
-		if set {
-			unusable = append(unusable, name)
-		}
-	}
-	if len(unusable) > 0 {
-		slices.Sort(unusable)
-		return nil, fmt.Errorf("coordinator: NewAdmin: options %v have no meaning for an admin", unusable)
 	}
 	k, err := keys.New(o.prefix, group)
 	if err != nil {
@@ -69,10 +48,6 @@ func NewAdmin(cli *clientv3.Client, group string, opts ...Option) (*Admin, error
 func (a *Admin) Describe(ctx context.Context) (*GroupStatus, error) {
 	return Describe(ctx, a.cli, a.group, WithPrefix(a.o.prefix))
 }
-
-// drainRequest is the field Admin.Drain adds to a member record: the member
-// answers by writing its record itself, without it (see worker.keepMember).
-const drainRequest = "drain_requested"
 
 // Drain asks member to drain: the leader moves every sync away from it, and
 // it stays draining until it leaves. It returns once the member has
@@ -180,24 +155,4 @@ func (a *Admin) requestDrain(ctx context.Context, key string, kv *mvccpb.KeyValu
 		return false, fmt.Errorf("coordinator: drain: write %s: %w", key, err)
 	}
 	return false, nil
-}
-
-// memberFields decodes a member record into its fields, keeping any the
-// code does not know.
-func memberFields(value []byte) (map[string]json.RawMessage, error) {
-	var rec map[string]json.RawMessage
-	if err := json.Unmarshal(value, &rec); err != nil {
-		return nil, err
-	}
-	if rec == nil {
-		return nil, errors.New("null")
-	}
-	return rec, nil
-}
-
-// drainRequested reports whether a member record carries Admin.Drain's
-// request, which the member answers by writing its record itself.
-func drainRequested(value []byte) bool {
-	rec, err := memberFields(value)
-	return err == nil && string(rec[drainRequest]) == "true"
 }

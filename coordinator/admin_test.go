@@ -18,7 +18,18 @@ func TestAdmin(t *testing.T) {
 	_, err = coordinator.NewAdmin(w.admin, "a/b")
 	require.ErrorIs(t, err, assignment.ErrInvalidID)
 	_, err = coordinator.NewAdmin(w.admin, w.group, coordinator.WithTTL(5*time.Second), coordinator.WithWeight(2))
-	require.ErrorContains(t, err, "[WithTTL WithWeight] have no meaning for an admin")
+	require.ErrorContains(t, err, "NewAdmin: options [WithTTL WithWeight] have no meaning there")
+	// Describe and a SyncStore reject the options they would ignore too,
+	// and a SyncStore so built writes nothing.
+	octx, ocancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer ocancel()
+	_, err = coordinator.Describe(octx, w.admin, w.group, coordinator.WithSettle(time.Second))
+	require.ErrorContains(t, err, "Describe: options [WithSettle] have no meaning there")
+	bad := coordinator.NewSyncStore(w.admin, w.group, coordinator.WithMemberID("m1"))
+	require.ErrorContains(t, bad.Put(octx, assignment.Sync{ID: "never-written"}), "NewSyncStore: options [WithMemberID] have no meaning there")
+	resp, err := w.admin.Get(octx, "/baton/"+w.group+"/syncs/never-written")
+	require.NoError(t, err)
+	require.Empty(t, resp.Kvs)
 	admin, err := coordinator.NewAdmin(w.admin, w.group, coordinator.WithPrefix("/baton"))
 	require.NoError(t, err)
 

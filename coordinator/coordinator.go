@@ -1,23 +1,19 @@
 package coordinator
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
-	"runtime/debug"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/baton-go/baton/assignment"
 	"github.com/baton-go/baton/internal/keys"
+	"github.com/baton-go/baton/internal/wait"
 )
 
 // Coordinator is one member of a group: it holds the member's lease, runs
@@ -54,7 +50,7 @@ type Coordinator struct {
 	// callbacks counts the goroutines that run Handler callbacks (actors,
 	// Runner's run functions), by goroutine ID, so that Drain and Leave
 	// called on one of them fail instead of waiting for themselves,
-	// whatever ctx they are given. cbMu is a leaf.
+	// whatever ctx they are given. cbMu guards callbacks; a leaf (see worker).
 	cbMu      sync.Mutex
 	callbacks map[uint64]int
 
@@ -92,7 +88,7 @@ func New(cli *clientv3.Client, group string, h Handler, opts ...Option) (*Coordi
 	if err := keys.ValidateID("group", group); err != nil {
 		errs = append(errs, fmt.Errorf("coordinator: New: %w", err))
 	}
-	if err := o.validate(true); err != nil {
+	if err := o.validateMember(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -208,98 +204,6 @@ func (c *Coordinator) closed() bool {
 	}
 }
 
-// register starts a session and registers the member key with it.
-func (c *Coordinator) register(ctx context.Context) (*session, error) {
-	for {
-		sess, err := newSession(ctx, c.cli, c.o.ttl, c.o.revokeTimeout, c.log, c.m)
-		if err != nil {
-			return nil, err
-		}
-		ok, err := c.registerMember(ctx, sess, c.draining.Load())
-		if ok {
-			return sess, nil
-		}
-		rctx, cancel := c.giveBackCtx(sess.ttl)
-		sess.closeAndRevoke(rctx)
-		cancel()
-		if err != nil {
-			return nil, err
-		}
-	}
-}
-
-// giveBackCtx bounds the revoke of a lease that could not be registered:
-// by ttl, and by Leave's ctx if Leave is called, before or during the
-// revoke (a Leave during a rejoin must not wait a TTL for it; a lease not
-// revoked expires unused).
-func (c *Coordinator) giveBackCtx(ttl time.Duration) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(context.Background(), ttl)
-	stop := context.AfterFunc(c.leaveOver, cancel)
-	return ctx, func() { stop(); cancel() }
-}
-
-// registerMember creates members/<id> with the session's lease if absent
-// (or present without a lease: written by hand, it is no live session's).
-// It returns false with no error when the session was lost while waiting.
-func (c *Coordinator) registerMember(ctx context.Context, s *session, draining bool) (bool, error) {
-	key := c.keys.Member(c.o.memberID)
-	val := c.memberValue(draining)
-	for {
-		// An absent key's lease compares as 0. The request is bounded by
-		// the TTL: a rejoin runs on the client's context, with no deadline.
-		tctx, tcancel := context.WithTimeout(ctx, c.o.ttl)
-		resp, err := c.cli.Txn(tctx).
-			If(clientv3.Compare(clientv3.LeaseValue(key), "=", 0)).
-			Then(clientv3.OpPut(key, val, clientv3.WithLease(s.id))).
-			Else(clientv3.OpGet(key)).Commit()
-		tcancel()
-		if err != nil {
-			c.m.etcdError("register")
-			return false, fmt.Errorf("coordinator: register member %q: %w", c.o.memberID, err)
-		}
-		if resp.Succeeded {
-			return true, nil
-		}
-		kvs := resp.Responses[0].GetResponseRange().Kvs
-		if len(kvs) == 1 && clientv3.LeaseID(kvs[0].Lease) == s.id {
-			return true, nil
-		}
-		holder := int64(0)
-		if len(kvs) == 1 {
-			holder = kvs[0].Lease
-		}
-		c.log.Warn("member ID held by another session; waiting for it to end", "holder_lease", fmt.Sprintf("%x", holder))
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		ch := c.cli.Watch(wctx, key, clientv3.WithRev(resp.Header.Revision+1))
-		released := false
-		for !released {
-			select {
-			case wr, ok := <-ch:
-				if !ok || wr.Err() != nil {
-					released = true // look again
-				}
-				for _, ev := range wr.Events {
-					if ev.Type == clientv3.EventTypeDelete {
-						released = true
-					}
-				}
-			case <-ctx.Done():
-				cancel()
-				return false, fmt.Errorf("%w: %q is held by lease %x (%v)", ErrMemberIDInUse, c.o.memberID, holder, ctx.Err())
-			case <-s.AtRisk():
-				cancel()
-				return false, nil
-			}
-		}
-		cancel()
-	}
-}
-
-// memberValue is what members/<id> holds for this member.
-func (c *Coordinator) memberValue(draining bool) string {
-	return string(encodeMember(assignment.Member{ID: c.o.memberID, Weight: c.o.weight, Labels: c.o.labels, Draining: draining}))
-}
-
 // outcome is how one session's epoch ended.
 type outcome int
 
@@ -329,35 +233,36 @@ func (c *Coordinator) run(sess *session) {
 		c.mu.Unlock()
 		c.notify()
 		c.log.Warn("session lost; joining again", "error", sess.Err())
-		// Rejoin until it works, Leave is called, or the client closes.
-		ctx, cancel := context.WithCancel(c.cli.Ctx())
-		stop := context.AfterFunc(c.leaveReq, cancel)
-		delay := retryMin
-		sess = nil
-		for sess == nil {
-			s, err := c.register(ctx)
-			switch {
-			case err == nil:
-				sess = s
-				c.log.Info("joined again", "lease", fmt.Sprintf("%x", int64(s.id)))
-			case c.clientClosed():
-				stop()
-				cancel()
-				c.err = fmt.Errorf("coordinator: etcd client closed: %w", context.Cause(c.cli.Ctx()))
-				return
-			case c.leaving():
-				stop()
-				cancel()
-				c.log.Info("left while rejoining")
-				return
-			default:
-				c.log.Warn("rejoin failed, retrying", "error", err)
-				sleepCtx(ctx, delay)
-				delay = min(2*delay, retryMax)
-			}
+		if sess = c.rejoin(); sess == nil {
+			return
 		}
-		stop()
-		cancel()
+	}
+}
+
+// rejoin registers the member again on a new session, until it works
+// (the session), Leave is called or the client closes (nil; c.err is set
+// for the latter).
+func (c *Coordinator) rejoin() *session {
+	ctx, cancel := context.WithCancel(c.cli.Ctx())
+	defer cancel()
+	stop := context.AfterFunc(c.leaveReq, cancel)
+	defer stop()
+	retry := wait.Backoff{Min: retryMin, Max: retryMax}
+	for {
+		s, err := c.register(ctx)
+		switch {
+		case err == nil:
+			c.log.Info("joined again", "lease", fmt.Sprintf("%x", int64(s.id)))
+			return s
+		case c.clientClosed():
+			c.err = fmt.Errorf("coordinator: etcd client closed: %w", context.Cause(c.cli.Ctx()))
+			return nil
+		case c.leaving():
+			c.log.Info("left while rejoining")
+			return nil
+		}
+		c.log.Warn("rejoin failed, retrying", "error", err)
+		retry.Wait(ctx)
 	}
 }
 
@@ -544,54 +449,62 @@ func (c *Coordinator) Leave(ctx context.Context) error {
 func (c *Coordinator) drainForLeave(ctx context.Context) error {
 	dctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	alone := make(chan struct{})
+	var alone atomic.Bool
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		delay := retryMin
-		for dctx.Err() == nil {
-			// Watch first, then look: no membership change can fall
-			// between. A look that fails proves nothing (the drain goes
-			// on); a watch that breaks is set up again.
-			wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(dctx))
-			wch := c.cli.Watch(wctx, c.keys.Members(), clientv3.WithPrefix())
-		look:
-			for {
-				others, err := c.othersCanTakeOver(dctx)
-				if err == nil && !others {
-					wcancel()
-					if dctx.Err() == nil {
-						close(alone)
-						cancel()
-					}
-					return
-				}
-				if err != nil {
-					break look
-				}
-				delay = retryMin
-				select {
-				case wr, ok := <-wch:
-					if !ok || wr.Err() != nil {
-						break look
-					}
-				case <-dctx.Done():
-					break look
-				}
-			}
-			wcancel()
-			sleepCtx(dctx, delay)
-			delay = min(2*delay, retryMax)
+		if c.awaitNoTakers(dctx) {
+			alone.Store(true)
+			cancel()
 		}
 	}()
 	err := c.drain(dctx, true)
 	cancel()
 	<-done
-	select {
-	case <-alone:
+	if alone.Load() {
 		return nil // nobody left to hand over to: Leave revokes what remains
-	default:
-		return err
+	}
+	return err
+}
+
+// awaitNoTakers returns true once no other live, non-draining member is
+// registered, false if ctx ends first.
+func (c *Coordinator) awaitNoTakers(ctx context.Context) bool {
+	retry := wait.Backoff{Min: retryMin, Max: retryMax}
+	for ctx.Err() == nil {
+		if c.noTakers(ctx, &retry) {
+			return ctx.Err() == nil
+		}
+		retry.Wait(ctx)
+	}
+	return false
+}
+
+// noTakers watches the members, then looks, again at each change: no
+// membership change can fall between. It returns true once no other
+// member can take the syncs over, false when a look fails (which proves
+// nothing) or the watch breaks.
+func (c *Coordinator) noTakers(ctx context.Context, retry *wait.Backoff) bool {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := c.cli.Watch(wctx, c.keys.Members(), clientv3.WithPrefix())
+	for {
+		others, err := c.othersCanTakeOver(ctx)
+		switch {
+		case err != nil:
+			return false
+		case !others:
+			return true
+		}
+		retry.Reset()
+		select {
+		case wr, ok := <-wch:
+			if !ok || wr.Err() != nil {
+				return false
+			}
+		case <-ctx.Done():
+			return false
+		}
 	}
 }
 
@@ -608,25 +521,6 @@ func (c *Coordinator) checkCall(ctx context.Context) error {
 		return ErrClosed
 	}
 	return nil
-}
-
-// othersCanTakeOver reports whether another live, non-draining member is
-// registered.
-func (c *Coordinator) othersCanTakeOver(ctx context.Context) (bool, error) {
-	resp, err := c.cli.Get(ctx, c.keys.Members(), clientv3.WithPrefix())
-	if err != nil {
-		return false, err
-	}
-	for _, kv := range resp.Kvs {
-		id, ok := keys.ID(c.keys.Members(), string(kv.Key))
-		if !ok || id == c.o.memberID || kv.Lease == 0 {
-			continue // a key without a lease is no live member
-		}
-		if m, err := decodeMember(id, kv.Value); err == nil && !m.Draining {
-			return true, nil
-		}
-	}
-	return false, nil
 }
 
 // clientClosed reports whether the etcd client is closed: the coordinator
@@ -665,116 +559,4 @@ func (c *Coordinator) removeOwned(cl *assignment.Claim) {
 	c.mu.Unlock()
 	c.m.setOwned(n)
 	c.notify()
-}
-
-// callbackKey marks the contexts given to callbacks, so Drain and Leave
-// called from inside one fail instead of deadlocking, even from another
-// goroutine the callback waits for.
-type callbackKey struct{}
-
-// enterCallbackGoroutine records that the calling goroutine runs callbacks
-// until the returned function is called.
-func (c *Coordinator) enterCallbackGoroutine() (leave func()) {
-	id := goroutineID()
-	c.cbMu.Lock()
-	c.callbacks[id]++
-	c.cbMu.Unlock()
-	return func() {
-		c.cbMu.Lock()
-		if c.callbacks[id]--; c.callbacks[id] == 0 {
-			delete(c.callbacks, id)
-		}
-		c.cbMu.Unlock()
-	}
-}
-
-func (c *Coordinator) onCallbackGoroutine() bool {
-	id := goroutineID()
-	c.cbMu.Lock()
-	defer c.cbMu.Unlock()
-	return c.callbacks[id] > 0
-}
-
-// goroutineID returns the ID of the calling goroutine, read from the first
-// line of its stack ("goroutine 123 [running]:"). Go offers no API for it
-// on purpose; it is used here only to refuse Drain and Leave on a callback
-// goroutine, which a ctx value cannot do when the callback passes another
-// ctx. Goroutine IDs are never reused.
-func goroutineID() uint64 {
-	var buf [64]byte
-	b := buf[:runtime.Stack(buf[:], false)]
-	b = bytes.TrimPrefix(b, []byte("goroutine "))
-	if i := bytes.IndexByte(b, ' '); i > 0 {
-		b = b[:i]
-	}
-	id, _ := strconv.ParseUint(string(b), 10, 64)
-	return id
-}
-
-func (c *Coordinator) callAssign(ctx context.Context, cl *assignment.Claim) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("coordinator: OnAssign of %q panicked: %v\n%s", cl.ID(), p, debug.Stack())
-		}
-		if err != nil {
-			c.m.callbackError("assign")
-		}
-	}()
-	ctx = context.WithValue(ctx, callbackKey{}, true)
-	ctx = context.WithValue(ctx, callbackGoroutineKey{}, c.enterCallbackGoroutine)
-	return c.h.OnAssign(ctx, cl)
-}
-
-func (c *Coordinator) callUpdate(ctx context.Context, cl *assignment.Claim) {
-	defer func() {
-		if p := recover(); p != nil {
-			c.m.callbackError("update")
-			c.log.Error("OnUpdate panicked", "sync", cl.ID(), "panic", p, "stack", string(debug.Stack()))
-		}
-	}()
-	c.upd.OnUpdate(context.WithValue(ctx, callbackKey{}, true), cl)
-}
-
-func (c *Coordinator) callRevoke(ctx context.Context, cl *assignment.Claim, why assignment.RevokeReason) {
-	defer func() {
-		if p := recover(); p != nil {
-			c.m.callbackError("revoke")
-			c.log.Error("OnRevoke panicked", "sync", cl.ID(), "panic", p, "stack", string(debug.Stack()))
-		}
-	}()
-	c.h.OnRevoke(context.WithValue(ctx, callbackKey{}, true), cl, why)
-}
-
-// revoke is a planned revoke: OnRevoke may take as long as it needs (the
-// claim is still held, so nobody else can start), but its ctx ends if the
-// lease comes at risk, and an overrun of RevokeTimeout is logged and counted.
-func (c *Coordinator) revoke(s *session, cl *assignment.Claim, why assignment.RevokeReason) {
-	start := time.Now()
-	c.callRevoke(s.atRisk, cl, why)
-	took := time.Since(start)
-	overrun := took > c.o.revokeTimeout
-	switch {
-	case s.isAtRisk() && time.Now().After(cl.Deadline()):
-		// The lease came at risk while OnRevoke ran, and it did not stop
-		// by the deadline: another member may be running the sync.
-		c.log.Error("OnRevoke returned after the ownership deadline; only fencing protects downstream writes now",
-			"sync", cl.ID(), "token", cl.Token(), "reason", why.String(), "took", took)
-	case overrun:
-		c.log.Warn("OnRevoke overran the revoke timeout", "sync", cl.ID(), "token", cl.Token(), "reason", why.String(), "took", took)
-	}
-	c.m.revoked(why, overrun)
-}
-
-// revokeHard is a revoke forced by the lease: its budget ends at the
-// claim's deadline, after which the sync counts as given up.
-func (c *Coordinator) revokeHard(cl *assignment.Claim, why assignment.RevokeReason) {
-	ctx, cancel := context.WithDeadline(context.Background(), cl.Deadline())
-	defer cancel()
-	c.callRevoke(ctx, cl, why)
-	overrun := time.Now().After(cl.Deadline())
-	if overrun {
-		c.log.Error("OnRevoke returned after the ownership deadline; only fencing protects downstream writes now", "sync", cl.ID(), "token", cl.Token(), "reason", why.String())
-	}
-	c.log.Warn("revoked", "sync", cl.ID(), "token", cl.Token(), "reason", why.String())
-	c.m.revoked(why, overrun)
 }

@@ -58,14 +58,14 @@ type InvalidSync struct {
 	Error string `json:"error"`
 }
 
-// Describe reads the status of group. Only WithPrefix matters among the
-// options.
+// Describe reads the status of group. Only WithPrefix and WithLogger mean
+// something to it: any other option is an error.
 func Describe(ctx context.Context, cli *clientv3.Client, group string, opts ...Option) (*GroupStatus, error) {
 	if cli == nil {
 		return nil, errors.New("coordinator: Describe: nil etcd client")
 	}
-	o := buildOptions(opts)
-	if err := o.validate(false); err != nil {
+	o, err := memberlessOptions("Describe", opts)
+	if err != nil {
 		return nil, err
 	}
 	k, err := keys.New(o.prefix, group)

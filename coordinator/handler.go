@@ -105,7 +105,7 @@ func Runner(run func(ctx context.Context, c *assignment.Claim) error) Handler {
 
 type runner struct {
 	run     func(ctx context.Context, c *assignment.Claim) error
-	mu      sync.Mutex
+	mu      sync.Mutex // guards running; a leaf (see worker)
 	running map[*assignment.Claim]chan struct{}
 }
 

@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"runtime/debug"
 	"slices"
-	"sync/atomic"
 	"time"
+
+	"github.com/baton-go/baton/internal/wait"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -28,7 +28,7 @@ var errNotLeader = errors.New("coordinator: leadership lost (election guard fail
 // campaign runs for leadership for as long as the session lives, and leads
 // whenever it wins.
 func (c *Coordinator) campaign(ectx context.Context, sess *session) {
-	delay := retryMin
+	retry := wait.Backoff{Min: retryMin, Max: retryMax}
 	// An abandoned Balancer call outlives terms and sessions: until it
 	// returns, no term calls the Balancer again, so a Balancer that hangs
 	// cannot run concurrently with itself nor leak a goroutine per term.
@@ -41,11 +41,10 @@ func (c *Coordinator) campaign(ectx context.Context, sess *session) {
 				return
 			}
 			c.log.Warn("campaign failed, retrying", "error", err)
-			sleepCtx(ectx, delay)
-			delay = min(2*delay, retryMax)
+			retry.Wait(ectx)
 			continue
 		}
-		delay = retryMin
+		retry.Reset()
 		c.leader.Store(true)
 		c.m.setLeader(true)
 		c.log.Info("became leader")
@@ -63,238 +62,6 @@ func (c *Coordinator) campaign(ectx context.Context, sess *session) {
 			cancel()
 		}
 	}
-}
-
-// owner is what the leader knows of owners/<sync>.
-type owner struct {
-	member string
-	token  int64
-}
-
-// view is the leader's picture of the group, loaded at one revision and
-// kept current by watches.
-type view struct {
-	members map[string]assignment.Member
-	syncs   map[string]assignment.Sync
-	invalid map[string]error
-	targets map[string]*targetKeys // by member: every key under targets/<member>
-	owners  map[string]owner
-	// gen is the highest generation used: seen in a target key or in
-	// status/leader, or written. The next write uses gen+1. status/leader
-	// keeps it once the keys that carried it are gone (a departed member's
-	// target), so no generation ever names two writes, across leaders too.
-	gen int64
-	// ignored holds the member keys the view does not count as members
-	// (no lease, or no readable record), by member ID, with their mod
-	// revision: a departed member's target is dropped only while its key
-	// is still exactly that one.
-	ignored map[string]int64
-
-	// planError is what status/leader says about the last round (empty:
-	// nothing wrong), so that a successful round clears it, and only when
-	// set. statusUnknown: a write of status/leader went unanswered, so it
-	// may hold an error whatever planError says; the next successful round
-	// writes it.
-	planError     string
-	statusUnknown bool
-
-	unassignable []string        // last reported, to log changes only
-	reported     map[string]bool // invalid specs already logged
-}
-
-// loadView reads members, syncs, targets and owners at one revision.
-func loadView(ctx context.Context, cli *clientv3.Client, k keys.Layout) (*view, int64, error) {
-	resp, err := cli.Txn(ctx).Then(
-		clientv3.OpGet(k.Members(), clientv3.WithPrefix()),
-		clientv3.OpGet(k.Syncs(), clientv3.WithPrefix()),
-		clientv3.OpGet(k.Targets(), clientv3.WithPrefix()),
-		clientv3.OpGet(k.Owners(), clientv3.WithPrefix()),
-		clientv3.OpGet(k.LeaderStatus()),
-	).Commit()
-	if err != nil {
-		return nil, 0, err
-	}
-	v := &view{
-		members: map[string]assignment.Member{},
-		syncs:   map[string]assignment.Sync{},
-		invalid: map[string]error{},
-		targets: map[string]*targetKeys{},
-		owners:  map[string]owner{},
-		ignored: map[string]int64{},
-	}
-	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		v.applyMember(k, kv, false)
-	}
-	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		v.applySync(k, kv, false)
-	}
-	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
-		v.applyTarget(k, kv, false)
-	}
-	for _, kv := range resp.Responses[3].GetResponseRange().Kvs {
-		v.applyOwner(k, kv, false)
-	}
-	if kvs := resp.Responses[4].GetResponseRange().Kvs; len(kvs) == 1 {
-		st := readLeaderStatus(kvs[0].Value)
-		v.gen = max(v.gen, st.Generation)
-		v.planError = st.describe()
-	}
-	return v, resp.Header.Revision, nil
-}
-
-func (v *view) applyMember(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
-	id, ok := keys.ID(k.Members(), string(kv.Key))
-	if !ok {
-		return
-	}
-	delete(v.members, id)
-	delete(v.ignored, id)
-	if deleted {
-		return
-	}
-	// Only a key held by a lease is a member: one written by hand without
-	// a lease would never expire, and the syncs given to it never run.
-	if m, err := decodeMember(id, kv.Value); err == nil && kv.Lease != 0 {
-		v.members[id] = m
-		return
-	}
-	v.ignored[id] = kv.ModRevision
-}
-
-func (v *view) applySync(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
-	id, ok := keys.ID(k.Syncs(), string(kv.Key))
-	if !ok {
-		if !deleted {
-			v.invalid[string(kv.Key)] = fmt.Errorf("%w: key %q is not <prefix>/<group>/syncs/<valid ID>", ErrInvalidSpec, kv.Key)
-		} else {
-			delete(v.invalid, string(kv.Key))
-		}
-		return
-	}
-	delete(v.syncs, id)
-	delete(v.invalid, id)
-	if deleted {
-		return
-	}
-	sy, err := decodeSync(id, kv.Value, kv.ModRevision)
-	if err != nil {
-		v.invalid[id] = err
-		return
-	}
-	v.syncs[id] = sy
-}
-
-func (v *view) applyTarget(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
-	m, suffix, ok := targetKey(k, string(kv.Key))
-	if !ok {
-		return
-	}
-	t := v.targets[m]
-	if t == nil {
-		if deleted {
-			return
-		}
-		t = &targetKeys{}
-		v.targets[m] = t
-	}
-	t.apply(m, suffix, kv, deleted)
-	if t.empty() {
-		delete(v.targets, m)
-		return
-	}
-	if r := t.kvs[suffix].rec; !deleted && r != nil {
-		v.gen = max(v.gen, r.Generation)
-	}
-}
-
-// holdsTarget reports whether an event on targets/ leaves the key as the
-// view has it, as the leader's own writes do: the leader records each key
-// it writes, at the Txn's revision, before the watch can show it.
-func (v *view) holdsTarget(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) bool {
-	m, suffix, ok := targetKey(k, string(kv.Key))
-	if !ok {
-		return true // names no member: ignored
-	}
-	var cur targetKV
-	had := false
-	if t := v.targets[m]; t != nil {
-		cur, had = t.kvs[suffix]
-	}
-	if deleted {
-		return !had
-	}
-	return had && cur.rev == kv.ModRevision
-}
-
-// targetSyncs is member m's complete target, and whether its keys are
-// exactly what the leader writes (see targetKeys.clean).
-func (v *view) targetSyncs(m string) (syncs []string, clean bool) {
-	t := v.targets[m]
-	if t == nil {
-		return nil, true
-	}
-	_, syncs, st := t.assemble()
-	return syncs, st == targetComplete && t.clean()
-}
-
-func (v *view) applyOwner(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
-	id, ok := keys.ID(k.Owners(), string(kv.Key))
-	if !ok {
-		return
-	}
-	if deleted {
-		delete(v.owners, id)
-		return
-	}
-	v.owners[id] = owner{member: string(kv.Value), token: kv.CreateRevision}
-}
-
-// targetOf maps each sync to the member whose complete target holds it; a
-// sync in two targets (only by hand) goes to the lowest member ID,
-// deterministically.
-func (v *view) targetOf() map[string]string {
-	out := make(map[string]string, len(v.syncs))
-	for _, m := range slices.Sorted(maps.Keys(v.targets)) {
-		_, syncs, st := v.targets[m].assemble()
-		if st != targetComplete {
-			continue // members apply complete targets only
-		}
-		for _, s := range syncs {
-			if _, ok := out[s]; !ok {
-				out[s] = m
-			}
-		}
-	}
-	return out
-}
-
-// input is the Balancer's input: live members and valid syncs sorted by ID,
-// Current = actual owners, else targets (live members only).
-func (v *view) input() rebalance.Input {
-	in := rebalance.Input{
-		Members: make([]assignment.Member, 0, len(v.members)),
-		Syncs:   make([]assignment.Sync, 0, len(v.syncs)),
-		Current: make(assignment.Plan, len(v.syncs)),
-	}
-	for _, id := range slices.Sorted(maps.Keys(v.members)) {
-		in.Members = append(in.Members, v.members[id])
-	}
-	targetOf := v.targetOf()
-	for _, id := range slices.Sorted(maps.Keys(v.syncs)) {
-		in.Syncs = append(in.Syncs, v.syncs[id])
-		if o, ok := v.owners[id]; ok {
-			if _, live := v.members[o.member]; live {
-				in.Current[id] = o.member
-				continue
-			}
-		}
-		if m, ok := targetOf[id]; ok {
-			if _, live := v.members[m]; live {
-				in.Current[id] = m
-			}
-		}
-	}
-	return in
 }
 
 // Test hooks, nil in production: a test sets them (before the coordinator
@@ -348,140 +115,162 @@ func (c *Coordinator) leaderRequest(ctx context.Context) (rctx context.Context, 
 // maxRequestBound caps leaderRequest's bound.
 const maxRequestBound = 5 * time.Minute
 
-// lead runs the leader loop until leadership ends.
+// lead runs the leader loop until leadership ends: it loads the view of
+// the group, follows the group's watches to keep it current, and
+// rebalances (term) after changes; it loads again when a watch breaks.
 func (c *Coordinator) lead(lctx context.Context, el *election.Election, calls *balancerCalls) error {
-	guard := el.Guard()
-	settle := c.o.settle
-	maxWait := max(10*settle, time.Second)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	var dirtySince time.Time
-	// schedule asks for a rebalance after settle of quiet, but never later
-	// than maxWait after the first change, so churn cannot starve it.
-	schedule := func(d time.Duration) {
-		now := time.Now()
-		if dirtySince.IsZero() {
-			dirtySince = now
-		}
-		timer.Reset(min(d, time.Until(dirtySince.Add(maxWait))))
-	}
-	retry := time.Second
-	// reload paces the loads: a load that fails, or watches that break
-	// before delivering anything, wait longer each time; a follow that made
-	// progress starts the next reload at once.
-	reload := backoff{min: retryMin, max: retryMax}
-	for lctx.Err() == nil {
-		v, rev, err := c.leaderLoad(lctx)
-		if err != nil {
+	t := newTerm(c, lctx, el.Guard(), calls)
+	defer t.stop()
+	var v *view
+	var rev int64
+	load := func() error {
+		var err error
+		if v, rev, err = c.leaderLoad(t.ctx); err != nil {
 			c.m.etcdError("leader-load")
 			c.log.Warn("leader could not load the group, retrying", "error", err)
-			reload.wait(lctx)
-			continue
 		}
-		c.reportInvalid(v)
-		schedule(settle)
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(lctx))
-		mch := c.cli.Watch(wctx, c.keys.Members(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-		sch := c.cli.Watch(wctx, c.keys.Syncs(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-		tch := c.cli.Watch(wctx, c.keys.Targets(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-		och := c.cli.Watch(wctx, c.keys.Owners(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-		again := false // owners differ from targets: run again once they move (Throttle)
-		followed, progress := time.Now(), false
+		return err
+	}
+	follow := func() bool {
 		if testHookLeaderFollow != nil && testHookLeaderFollow() != nil {
-			cancel()
-			reload.wait(lctx)
+			return false
+		}
+		return t.follow(v, rev)
+	}
+	reload := wait.Backoff{Min: retryMin, Max: retryMax, OnWait: testHookLeaderWait}
+	_ = wait.LoadAndFollow(t.ctx, &reload, load, follow)
+	return context.Cause(t.ctx)
+}
+
+// term is one leadership term's rebalance schedule. Only the leader loop's
+// goroutine uses it.
+type term struct {
+	c     *Coordinator
+	ctx   context.Context // ends with leadership, or once a write finds it lost
+	end   context.CancelCauseFunc
+	guard clientv3.Cmp // the election key: every write of the term is guarded by it
+	calls *balancerCalls
+
+	timer      *time.Timer // fires for the next round
+	dirtySince time.Time   // first change not yet rebalanced
+	settle     time.Duration
+	maxWait    time.Duration
+	failures   wait.Backoff // delays the round after a failed one
+	// again: owners differ from targets, so owner events trigger rounds
+	// (Throttle goes on once the moves land).
+	again bool
+}
+
+func newTerm(c *Coordinator, lctx context.Context, guard clientv3.Cmp, calls *balancerCalls) *term {
+	ctx, end := context.WithCancelCause(lctx)
+	t := &term{
+		c: c, ctx: ctx, end: end, guard: guard, calls: calls,
+		timer:    time.NewTimer(time.Hour),
+		settle:   c.o.settle,
+		maxWait:  max(10*c.o.settle, time.Second),
+		failures: wait.Backoff{Min: time.Second, Max: 30 * time.Second},
+	}
+	t.timer.Stop()
+	return t
+}
+
+func (t *term) stop() {
+	t.timer.Stop()
+	t.end(nil)
+}
+
+// schedule asks for a round after d of quiet, but never later than maxWait
+// after the first change not yet rebalanced, so churn cannot starve it.
+func (t *term) schedule(d time.Duration) {
+	now := time.Now()
+	if t.dirtySince.IsZero() {
+		t.dirtySince = now
+	}
+	t.timer.Reset(min(d, time.Until(t.dirtySince.Add(t.maxWait))))
+}
+
+// follow keeps v current from rev+1 with watches on members, syncs,
+// targets and owners, and runs the rounds the changes call for, until a
+// watch breaks or the term ends. It reports whether any watch delivered.
+func (t *term) follow(v *view, rev int64) (progress bool) {
+	c := t.c
+	c.reportInvalid(v)
+	t.schedule(t.settle)
+	t.again = false
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(t.ctx))
+	defer cancel()
+	from := clientv3.WithRev(rev + 1)
+	mch := c.cli.Watch(wctx, c.keys.Members(), clientv3.WithPrefix(), from)
+	sch := c.cli.Watch(wctx, c.keys.Syncs(), clientv3.WithPrefix(), from)
+	tch := c.cli.Watch(wctx, c.keys.Targets(), clientv3.WithPrefix(), from)
+	och := c.cli.Watch(wctx, c.keys.Owners(), clientv3.WithPrefix(), from)
+	for {
+		var wr clientv3.WatchResponse
+		var ok bool
+		var apply func(keys.Layout, *mvccpb.KeyValue, bool)
+		trigger := true
+		select {
+		case <-t.ctx.Done():
+			return progress
+		case <-t.timer.C:
+			t.round(v)
 			continue
+		case wr, ok = <-mch:
+			apply = v.applyMember
+		case wr, ok = <-sch:
+			apply = v.applySync
+		case wr, ok = <-tch:
+			// The leader's own writes are in the view already; a target
+			// written or deleted by anyone else is put right.
+			trigger = false
+			apply = func(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
+				trigger = trigger || !v.holdsTarget(k, kv, deleted)
+				v.applyTarget(k, kv, deleted)
+			}
+		case wr, ok = <-och:
+			apply, trigger = v.applyOwner, t.again
 		}
-	follow:
-		for {
-			var wr clientv3.WatchResponse
-			var ok bool
-			var apply func(keys.Layout, *mvccpb.KeyValue, bool)
-			trigger := true
-			select {
-			case <-lctx.Done():
-				cancel()
-				return context.Cause(lctx)
-			case <-timer.C:
-				dirtySince = time.Time{}
-				changed, err := c.rebalance(lctx, guard, v, calls)
-				switch {
-				case errors.Is(err, errNotLeader):
-					cancel()
-					return err
-				case err != nil && lctx.Err() != nil:
-				case err != nil:
-					c.log.Warn("rebalance failed; previous targets stand", "error", err, "retry_in", retry)
-					c.reportPlanError(lctx, guard, v, err)
-					schedule(retry)
-					retry = min(2*retry, 30*time.Second)
-				default:
-					retry = time.Second
-					c.clearPlanError(lctx, guard, v)
-					// Owner events trigger the next round while any sync
-					// is not yet where its target wants it, also after a
-					// round that wrote nothing because moves were in
-					// flight (Throttle goes on once they land).
-					again = changed || v.movesInFlight()
-				}
-				continue
-			case wr, ok = <-mch:
-				apply = v.applyMember
-			case wr, ok = <-sch:
-				apply = v.applySync
-			case wr, ok = <-tch:
-				// The leader's own writes are in the view already; a target
-				// written or deleted by anyone else is put right.
-				trigger = false
-				apply = func(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
-					trigger = trigger || !v.holdsTarget(k, kv, deleted)
-					v.applyTarget(k, kv, deleted)
-				}
-			case wr, ok = <-och:
-				apply, trigger = v.applyOwner, again
+		if !ok || wr.Err() != nil {
+			if t.ctx.Err() == nil {
+				c.log.Info("leader watch interrupted, reloading", "error", wr.Err())
 			}
-			if !ok || wr.Err() != nil {
-				if lctx.Err() == nil {
-					c.log.Info("leader watch interrupted, reloading", "error", wr.Err())
-				}
-				break follow
-			}
-			progress = true
-			for _, ev := range wr.Events {
-				apply(c.keys, ev.Kv, ev.Type == mvccpb.DELETE)
-			}
-			if trigger {
-				schedule(settle)
-			}
+			return progress
 		}
-		cancel()
-		if progress || time.Since(followed) >= retryMax {
-			reload.reset()
-		} else {
-			reload.wait(lctx)
+		progress = true
+		for _, ev := range wr.Events {
+			apply(c.keys, ev.Kv, ev.Type == mvccpb.DELETE)
+		}
+		if trigger {
+			t.schedule(t.settle)
 		}
 	}
-	return context.Cause(lctx)
 }
 
-// backoff is an exponential wait between min and max.
-type backoff struct {
-	min, max, next time.Duration
-}
-
-// wait sleeps for the current delay, or until ctx ends, and doubles the
-// next one.
-func (b *backoff) wait(ctx context.Context) bool {
-	d := max(b.next, b.min)
-	b.next = min(2*d, b.max)
-	if testHookLeaderWait != nil {
-		testHookLeaderWait(d)
+// round runs one rebalance round on v. A failed round is reported in
+// status/leader and tried again after a backoff; one that finds
+// leadership lost ends the term.
+func (t *term) round(v *view) {
+	c := t.c
+	t.dirtySince = time.Time{}
+	changed, err := c.rebalance(t.ctx, t.guard, v, t.calls)
+	switch {
+	case errors.Is(err, errNotLeader):
+		t.end(err)
+	case err != nil && t.ctx.Err() != nil:
+	case err != nil:
+		d := t.failures.Next()
+		c.log.Warn("rebalance failed; previous targets stand", "error", err, "retry_in", d)
+		c.reportPlanError(t.ctx, t.guard, v, err)
+		t.schedule(d)
+	default:
+		t.failures.Reset()
+		c.clearPlanError(t.ctx, t.guard, v)
+		// Owner events trigger the next round while any sync is not yet
+		// where its target wants it, also after a round that wrote nothing
+		// because moves were in flight (Throttle goes on once they land).
+		t.again = changed || v.movesInFlight()
 	}
-	return sleepCtx(ctx, d)
 }
-
-func (b *backoff) reset() { b.next = b.min }
 
 // rebalance runs the Balancer on the view and writes the targets that
 // changed; it reports whether it wrote anything. Every Txn is guarded by
@@ -540,122 +329,12 @@ func (c *Coordinator) rebalance(ctx context.Context, guard clientv3.Cmp, v *view
 	return true, nil
 }
 
-// targetWrite is one op of a plan's write, and what it does to the view
-// once its Txn has succeeded.
-type targetWrite struct {
-	member string
-	suffix string // of the key written or deleted (see targetKey)
-	kind   writeKind
-	op     clientv3.Op
-	rec    *targetRecord // what a put writes
-	bytes  int           // its share of the request
-	ops    int           // its share of --max-txn-ops
-}
-
-type writeKind int
-
 const (
 	writePut    writeKind = iota
 	writeDelete           // one stale key of a live member's target
 	writeDrop             // all of a departed member's target, if its member key is as the view saw it
 	writeStatus           // status/leader
 )
-
-// targetWrites lists the writes that make the stored targets the plan's:
-// for each live member whose target differs (or is incomplete, or has
-// stray keys), its parts, then its head, then the deletes of keys it no
-// longer has; and for each departed member with target keys, one nested
-// Txn that deletes them all only while its member key is absent (it may
-// have registered again since the view last saw it).
-func (c *Coordinator) targetWrites(v *view, in rebalance.Input, plan assignment.Plan, gen int64) (ws []targetWrite, written, dropped int) {
-	put := func(m, suffix string, rec targetRecord) {
-		key := c.keys.Target(m) + suffix
-		val := encodeSorted(rec)
-		ws = append(ws, targetWrite{member: m, suffix: suffix, kind: writePut, op: clientv3.OpPut(key, string(val)),
-			rec: &rec, bytes: len(key) + len(val) + txnOpOverhead, ops: 1})
-	}
-	next := plan.ByMember()
-	for _, m := range in.Members {
-		syncs := next[m.ID]
-		slices.Sort(syncs)
-		cur, clean := v.targetSyncs(m.ID)
-		if (clean && slices.Equal(cur, syncs)) || (v.targets[m.ID] == nil && len(syncs) == 0) {
-			continue
-		}
-		head, parts := splitTarget(gen, syncs, maxTargetValue)
-		keep := map[string]bool{"": true}
-		for i, p := range parts {
-			put(m.ID, partSuffix(i), p)
-			keep[partSuffix(i)] = true
-		}
-		put(m.ID, "", head)
-		if t := v.targets[m.ID]; t != nil {
-			for _, suffix := range slices.Sorted(maps.Keys(t.kvs)) {
-				if !keep[suffix] {
-					key := c.keys.Target(m.ID) + suffix
-					ws = append(ws, targetWrite{member: m.ID, suffix: suffix, kind: writeDelete,
-						op: clientv3.OpDelete(key), bytes: len(key) + txnOpOverhead, ops: 1})
-				}
-			}
-		}
-		written++
-	}
-	for _, m := range slices.Sorted(maps.Keys(v.targets)) {
-		if _, live := v.members[m]; live {
-			continue
-		}
-		// Only while the member key is as the view has it: absent, or the
-		// very key it ignored (no lease, unreadable); a member that
-		// registered again meanwhile keeps its target. The keys are deleted
-		// one by one, never by prefix: only the leader's own keys go.
-		member := c.keys.Member(m)
-		guard := clientv3.Compare(clientv3.CreateRevision(member), "=", 0)
-		if rev, ok := v.ignored[m]; ok {
-			guard = clientv3.Compare(clientv3.ModRevision(member), "=", rev)
-		}
-		bytes := len(member) + 2*txnOpOverhead
-		var dels []clientv3.Op
-		for _, suffix := range slices.Sorted(maps.Keys(v.targets[m].kvs)) {
-			key := c.keys.Target(m) + suffix
-			dels = append(dels, clientv3.OpDelete(key))
-			bytes += len(key) + txnOpOverhead
-		}
-		ws = append(ws, targetWrite{member: m, kind: writeDrop, op: clientv3.OpTxn([]clientv3.Cmp{guard}, dels, nil),
-			bytes: bytes, ops: 2 + len(dels)})
-		dropped++
-	}
-	return ws, written, dropped
-}
-
-// statusWrite is the put of status/leader as st.
-func (c *Coordinator) statusWrite(st leaderStatus) targetWrite {
-	key := c.keys.LeaderStatus()
-	b, _ := json.Marshal(st)
-	return targetWrite{kind: writeStatus, op: clientv3.OpPut(key, string(b)), bytes: len(key) + len(b) + txnOpOverhead, ops: 1}
-}
-
-// chunkWrites splits writes into Txns within both of etcd's limits: at
-// most maxTxnOps ops (nested ones counted) and maxTxnBytes bytes. Writes
-// keep their order, so a member's parts go before its head.
-func chunkWrites(ws []targetWrite) ([][]targetWrite, error) {
-	var out [][]targetWrite
-	start, ops, bytes := 0, 0, 0
-	for i, w := range ws {
-		if w.bytes > maxTxnBytes || w.ops > maxTxnOps {
-			return nil, fmt.Errorf("coordinator: a target write for member %q of %d bytes cannot be sent", w.member, w.bytes)
-		}
-		if ops+w.ops > maxTxnOps || bytes+w.bytes > maxTxnBytes {
-			out = append(out, ws[start:i])
-			start, ops, bytes = i, 0, 0
-		}
-		ops += w.ops
-		bytes += w.bytes
-	}
-	if start < len(ws) {
-		out = append(out, ws[start:])
-	}
-	return out, nil
-}
 
 // planWriteError is a plan that could not be written, with its generation.
 type planWriteError struct {
@@ -817,130 +496,6 @@ func (c *Coordinator) writeStatus(ctx context.Context, guard clientv3.Cmp, v *vi
 	}
 	return true
 }
-
-// movesInFlight reports whether some sync in a live member's complete
-// target is still owned by another live member: owner events must then
-// trigger rounds, or a throttled rollout would stop at a round that ran
-// mid-move. A sync owned by nobody is not a move in flight: its claim needs
-// no round (and one that fails and retries would otherwise rerun the
-// Balancer on every retry).
-func (v *view) movesInFlight() bool {
-	for m, t := range v.targets {
-		if _, live := v.members[m]; !live {
-			continue
-		}
-		_, syncs, st := t.assemble()
-		if st != targetComplete {
-			continue
-		}
-		for _, s := range syncs {
-			o, owned := v.owners[s]
-			if _, live := v.members[o.member]; owned && live && o.member != m {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// balancerGrace is how long a Balancer call may take to return after its
-// ctx is done before it counts as ignoring it and is abandoned.
-const balancerGrace = 100 * time.Millisecond
-
-// balancerCalls tracks a coordinator's Balancer call abandoned at its
-// budget, if it has not returned yet.
-type balancerCalls struct {
-	abandoned atomic.Bool
-}
-
-// fallbackBalancer places syncs while an abandoned call of the configured
-// Balancer still runs.
-var fallbackBalancer = rebalance.Sticky()
-
-type balanceResult struct {
-	plan assignment.Plan
-	err  error
-}
-
-// balance calls the Balancer on its own goroutine with a deadline (the
-// TTL), and turns an error, a panic or an overrun into an error; the
-// previous targets then stand, and the caller retries. A call that ignores
-// its ctx past the budget (and a grace), or that is still running when
-// leadership ends, is abandoned, not waited for: a Balancer that hangs must
-// not wedge the leader (nor Leave, which waits for the leader loop). Its
-// late result is dropped.
-//
-// The Balancer is never called concurrently with itself, an abandoned call
-// included: until that call returns, every round plans with
-// fallbackBalancer instead (counted as "fallback"), so a hung Balancer
-// neither wedges the group nor leaks a goroutine per round.
-func (c *Coordinator) balance(ctx context.Context, in rebalance.Input, calls *balancerCalls) (assignment.Plan, error) {
-	if calls.abandoned.Load() {
-		c.m.balancerError("fallback")
-		c.log.Warn("an abandoned Balancer call is still running; the built-in Sticky balancer plans meanwhile")
-		fctx, cancel := context.WithTimeout(ctx, c.o.ttl)
-		defer cancel()
-		return fallbackBalancer.Balance(fctx, in)
-	}
-	bctx, cancel := context.WithTimeout(ctx, c.o.ttl)
-	defer cancel()
-	done := make(chan balanceResult, 1)
-	var state atomic.Int32 // 0 running, 1 returned in time, 2 abandoned
-	go func() {
-		var r balanceResult
-		defer func() {
-			if p := recover(); p != nil {
-				r = balanceResult{err: fmt.Errorf("%w: %v\n%s", errBalancerPanic, p, debug.Stack())}
-			}
-			if !state.CompareAndSwap(0, 1) {
-				calls.abandoned.Store(false)
-			}
-			done <- r
-		}()
-		r.plan, r.err = c.o.balancer.Balance(bctx, in)
-	}()
-	var r balanceResult
-	select {
-	case r = <-done:
-	case <-bctx.Done():
-		// A Balancer that honours its ctx returns now: wait a moment for
-		// it, so that a call is abandoned (and the fallback plans) only
-		// when the Balancer ignores its ctx.
-		select {
-		case r = <-done:
-			goto returned
-		case <-time.After(balancerGrace):
-		}
-		calls.abandoned.Store(true)
-		if state.CompareAndSwap(0, 2) {
-			if ctx.Err() != nil {
-				return nil, context.Cause(ctx)
-			}
-			c.m.balancerError("timeout")
-			return nil, fmt.Errorf("coordinator: balancer ignored its ctx past its %v budget; the call is abandoned, and the built-in Sticky balancer plans until it returns",
-				c.o.ttl)
-		}
-		calls.abandoned.Store(false) // it returned just now
-		r = <-done
-	}
-returned:
-	switch {
-	case errors.Is(r.err, errBalancerPanic):
-		c.m.balancerError("panic")
-		return nil, r.err
-	case r.err != nil:
-		c.m.balancerError("error")
-		return nil, fmt.Errorf("coordinator: balancer: %w", r.err)
-	case bctx.Err() != nil && ctx.Err() == nil:
-		c.m.balancerError("timeout")
-		return nil, fmt.Errorf("coordinator: balancer overran its %v budget", c.o.ttl)
-	case r.plan == nil:
-		r.plan = assignment.Plan{}
-	}
-	return r.plan, nil
-}
-
-var errBalancerPanic = errors.New("coordinator: balancer panicked")
 
 // reportInvalid logs each unreadable spec once (per leadership) and
 // keeps the gauges current.

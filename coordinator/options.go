@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,7 +19,8 @@ import (
 	"github.com/baton-go/baton/rebalance"
 )
 
-// Option configures a Coordinator, a SyncStore or Describe.
+// Option configures a Coordinator; an Admin, a SyncStore and Describe take
+// WithPrefix and WithLogger only, and reject the others.
 type Option func(*options)
 
 type options struct {
@@ -109,16 +111,18 @@ func buildOptions(opts []Option) options {
 	return o
 }
 
-// validate checks every setting and how they relate; a member-less use
-// (SyncStore, Describe) checks only the prefix.
-func (o *options) validate(member bool) error {
-	var errs []error
+// validatePrefix checks the one setting that a member-less use (Admin,
+// SyncStore, Describe) reads.
+func (o *options) validatePrefix() error {
 	if err := keys.ValidatePrefix(o.prefix); err != nil {
-		errs = append(errs, fmt.Errorf("coordinator: WithPrefix: %w", err))
+		return fmt.Errorf("coordinator: WithPrefix: %w", err)
 	}
-	if !member {
-		return errors.Join(errs...)
-	}
+	return nil
+}
+
+// validateMember checks every setting of a member and how they relate.
+func (o *options) validateMember() error {
+	errs := []error{o.validatePrefix()}
 	if o.memberID != "" {
 		if err := keys.ValidateID("member", o.memberID); err != nil {
 			errs = append(errs, fmt.Errorf("coordinator: WithMemberID: %w", err))
@@ -142,6 +146,38 @@ func (o *options) validate(member bool) error {
 		errs = append(errs, fmt.Errorf("coordinator: WithRevokeTimeout(%v) must be less than TTL/2 (%v): the revoke must end before the lease can expire", o.revokeTimeout, o.ttl/2))
 	}
 	return errors.Join(errs...)
+}
+
+// memberlessOptions builds the options of a member-less use (caller names
+// it in errors): only WithPrefix and WithLogger mean something there, so
+// any other option is an error rather than silently ignored, as is an
+// invalid prefix.
+func memberlessOptions(caller string, opts []Option) (options, error) {
+	o := buildOptions(opts)
+	if err := o.validatePrefix(); err != nil {
+		return o, err
+	}
+	d := defaultOptions()
+	var unusable []string
+	for name, set := range map[string]bool{
+		"WithMemberID":      o.memberID != d.memberID,
+		"WithWeight":        o.weight != d.weight,
+		"WithLabels":        o.labels != nil,
+		"WithTTL":           o.ttl != d.ttl,
+		"WithBalancer":      o.balancer != nil,
+		"WithSettle":        o.settle != d.settle,
+		"WithRevokeTimeout": o.revokeTimeout != d.revokeTimeout,
+		"WithMetrics":       o.registerer != nil,
+	} {
+		if set {
+			unusable = append(unusable, name)
+		}
+	}
+	if len(unusable) > 0 {
+		slices.Sort(unusable)
+		return o, fmt.Errorf("coordinator: %s: options %v have no meaning there; only WithPrefix and WithLogger do", caller, unusable)
+	}
+	return o, nil
 }
 
 // fill sets the defaults that depend on other settings.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 
+	"github.com/baton-go/baton/internal/wait"
+
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -19,6 +21,8 @@ import (
 type releaseWatch struct {
 	w *worker
 
+	// mu guards the fields below and releaseWaiter.deleted. A leaf (see
+	// worker).
 	mu      sync.Mutex
 	waiters map[string]*releaseWaiter
 	cancel  context.CancelFunc // of the running watch; nil when none runs
@@ -122,6 +126,6 @@ func (r *releaseWatch) run(ctx context.Context) {
 			r.created = false
 		}
 		r.mu.Unlock()
-		sleepCtx(ctx, retryMin)
+		wait.Sleep(ctx, retryMin)
 	}
 }

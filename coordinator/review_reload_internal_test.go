@@ -67,7 +67,7 @@ func TestReloadMissesASpecChangeBetweenItsReads(t *testing.T) {
 	require.NoError(t, err)
 	_, err = b.cli.Put(ctx, targetKey, string(encodeTarget(1, []string{"s"})))
 	require.NoError(t, err)
-	_, _, err = b.w.load(false) // claims s, finds it unreadable: gone
+	_, _, err = b.w.load() // claims s, finds it unreadable: gone
 	require.NoError(t, err)
 	require.True(t, waitUntilInternal(10*time.Second, func() bool {
 		return b.goneMark("s") && b.w.actorCount() == 0
@@ -89,7 +89,7 @@ func TestReloadMissesASpecChangeBetweenItsReads(t *testing.T) {
 		}
 	}
 	b.cli.KV = hk // no goroutine of the worker uses the client's KV now
-	rev, specRev, err := b.w.load(true)
+	rev, specRev, err := b.w.reload()
 	require.NoError(t, err)
 	require.True(t, fixed.Load(), "the fix was written during the reload")
 	// Follow from the revisions the reload returned, as run does.

@@ -19,18 +19,19 @@ type SyncStore struct {
 	err  error // a bad group or prefix, returned by every call
 }
 
-// NewSyncStore returns a SyncStore for group. Only WithPrefix matters among
-// the options. An invalid group or prefix is reported by every method (as
-// an error wrapping assignment.ErrInvalidID), so no key is ever written
-// under the wrong prefix.
+// NewSyncStore returns a SyncStore for group. Only WithPrefix and
+// WithLogger mean something to it. An invalid group or prefix, or any other
+// option, is reported by every method (an invalid ID as an error wrapping
+// assignment.ErrInvalidID), so no key is ever written under the wrong
+// prefix and no option is dropped silently.
 func NewSyncStore(cli *clientv3.Client, group string, opts ...Option) *SyncStore {
 	s := &SyncStore{cli: cli}
-	o := buildOptions(opts)
 	var errs []error
 	if cli == nil {
 		errs = append(errs, errors.New("coordinator: NewSyncStore: nil etcd client"))
 	}
-	if err := o.validate(false); err != nil {
+	o, err := memberlessOptions("NewSyncStore", opts)
+	if err != nil {
 		errs = append(errs, err)
 	}
 	if l, err := keys.New(o.prefix, group); err != nil {

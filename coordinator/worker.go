@@ -1,11 +1,9 @@
 package coordinator
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/baton-go/baton/assignment"
 	"github.com/baton-go/baton/internal/keys"
+	"github.com/baton-go/baton/internal/wait"
 )
 
 const (
@@ -31,15 +30,18 @@ const (
 // the specs of the syncs it holds, and keeps one actor per sync that it
 // should own or still holds an owner key of.
 //
-// Locks: worker.mu, Coordinator.mu, releaseWatch.mu, txnBatcher.mu and
-// session.mu are all leaves: no code takes one of them while it holds
-// another, or calls anything that may (a callback, an etcd request, a
-// blocking channel operation) while it holds one.
+// Locks: there is no lock order, because every lock of the package is a
+// leaf: worker.mu, Coordinator.mu, Coordinator.cbMu, session.mu,
+// releaseWatch.mu, txnBatcher.mu and runner.mu. No code takes one of them
+// while it holds another, or calls anything that may (a callback, a
+// Balancer, an etcd request, a blocking channel operation) while it holds
+// one. Each declaration says so; keep it true.
 type worker struct {
 	c    *Coordinator
 	sess *session
 	ctx  context.Context // ends with the session's epoch
 
+	// mu guards the fields below it and every actor's. A leaf (see above).
 	mu     sync.Mutex
 	target map[string]bool // sync IDs in targets/<self>
 	// gone holds the targeted syncs that cannot run here until their spec
@@ -81,21 +83,6 @@ type worker struct {
 	targetKeys memberTarget
 }
 
-// actor runs one sync's lifecycle on its own goroutine, so that callbacks
-// for one sync are serial and different syncs never wait for each other.
-// An actor stays in worker.actors until it holds no owner key, so a sync
-// never has two actors on one member: no key is adopted while its release
-// is pending. Its fields are guarded by worker.mu.
-type actor struct {
-	id      string
-	want    bool
-	reason  assignment.RevokeReason // why, once want is false
-	spec    *assignment.Sync        // newest spec seen by the syncs watch
-	failure error                   // reported by a Runner's run function
-	since   time.Time               // when want last became true
-	kick    chan struct{}           // capacity 1: "look at your fields again"
-}
-
 func newWorker(ctx context.Context, c *Coordinator, s *session) *worker {
 	w := &worker{
 		c: c, sess: s, ctx: ctx, target: map[string]bool{}, gone: map[string]bool{}, actors: map[string]*actor{},
@@ -124,82 +111,102 @@ func poke(ch chan struct{}) {
 // after a reload, are retried with backoff rather than in a tight loop.
 func (w *worker) run() {
 	defer w.actorsWG.Wait()
-	var delay time.Duration
-	reload := false
-	for w.ctx.Err() == nil {
-		if delay > 0 && !sleepCtx(w.ctx, delay) {
-			return
+	var rev, specRev int64
+	followed := false
+	load := func() error {
+		var err error
+		if followed {
+			rev, specRev, err = w.reload()
+		} else {
+			rev, specRev, err = w.load()
 		}
-		start := time.Now()
-		rev, specRev, err := w.load(reload)
 		switch {
 		case errors.Is(err, errMemberIDTaken):
 			w.memberTrouble(err)
-			return
+			return fmt.Errorf("%w: %w", wait.ErrStop, err)
 		case err != nil:
-			w.c.log.Warn("loading target failed, retrying", "error", err, "retry_in", max(delay, retryMin))
-		default:
-			w.follow(rev, specRev)
-			reload = true
+			w.c.log.Warn("loading target failed, retrying", "error", err)
 		}
-		if err == nil && time.Since(start) > retryMax {
-			delay = 0 // the watches held a while: this break is news
-		} else {
-			delay = max(retryMin, min(2*delay, retryMax))
-		}
+		return err
 	}
+	follow := func() bool {
+		w.follow(rev, specRev)
+		followed = true
+		return false // only a follow that held a while (retryMax) reloads at once
+	}
+	_ = wait.LoadAndFollow(w.ctx, &wait.Backoff{Min: retryMin, Max: retryMax}, load, follow)
 }
 
-// load reads targets/<self> and members/<self> and applies them; after a
-// watch broke (reload) it first re-reads the spec of every sync the member
-// has an opinion on (those with an actor, and those marked gone), since
-// the gap may have hidden changes, and gives every owner key on its lease
-// that no actor holds to an actor (reconcile). It returns the revision the
-// target was read at, and the revision from which spec changes may not
-// have been seen (the first spec read's: later reads may be at later
-// revisions, so the syncs watch starts there and replays what they saw).
-func (w *worker) load(reload bool) (rev, specRev int64, err error) {
-	if reload {
-		if err := w.reconcile(); err != nil {
-			return 0, 0, err
-		}
-		w.mu.Lock()
-		ids := make([]string, 0, len(w.actors)+len(w.gone))
-		for id := range w.actors {
+// load reads targets/<self> and members/<self> and applies them. It returns
+// the revision they were read at, twice: from the next one on, the target
+// and the specs are followed.
+func (w *worker) load() (rev, specRev int64, err error) {
+	return w.loadTarget(0)
+}
+
+// reload is load after a watch broke: it first gives every owner key on
+// the lease that no actor holds to an actor (reconcile), and re-reads the
+// spec of every sync the member has an opinion on (those with an actor,
+// and those marked gone), since the gap may have hidden changes. specRev
+// is the revision from which spec changes may not have been seen: the
+// first spec read's (later reads may be at later revisions, so the syncs
+// watch starts there and replays what they saw).
+func (w *worker) reload() (rev, specRev int64, err error) {
+	if err := w.reconcile(); err != nil {
+		return 0, 0, err
+	}
+	if specRev, err = w.rereadSpecs(); err != nil {
+		return 0, 0, err
+	}
+	return w.loadTarget(specRev)
+}
+
+// rereadSpecs reads the spec of every sync with an actor or marked gone,
+// and applies them; it returns the revision of the first read (0 if none).
+func (w *worker) rereadSpecs() (specRev int64, err error) {
+	w.mu.Lock()
+	ids := make([]string, 0, len(w.actors)+len(w.gone))
+	for id := range w.actors {
+		ids = append(ids, id)
+	}
+	for id := range w.gone {
+		if w.actors[id] == nil {
 			ids = append(ids, id)
 		}
-		for id := range w.gone {
-			if w.actors[id] == nil {
-				ids = append(ids, id)
-			}
+	}
+	w.mu.Unlock()
+	// Specs in Txns of at most 127 reads, before the target, so the
+	// revision the target is read at covers everything read.
+	for start := 0; start < len(ids); start += 127 {
+		batch := ids[start:min(start+127, len(ids))]
+		ops := make([]clientv3.Op, len(batch))
+		for i, id := range batch {
+			ops[i] = clientv3.OpGet(w.c.keys.Sync(id))
 		}
-		w.mu.Unlock()
-		// Specs in Txns of at most 127 reads, before the target, so the
-		// revision returned covers everything read.
-		for start := 0; start < len(ids); start += 127 {
-			batch := ids[start:min(start+127, len(ids))]
-			ops := make([]clientv3.Op, len(batch))
-			for i, id := range batch {
-				ops[i] = clientv3.OpGet(w.c.keys.Sync(id))
-			}
-			resp, err := w.txn(ops...)
-			if err != nil {
-				w.c.m.etcdError("load-specs")
-				return 0, 0, err
-			}
-			if specRev == 0 {
-				specRev = resp.Header.Revision
-			}
-			for i, r := range resp.Responses {
-				kvs := r.GetResponseRange().Kvs
-				if len(kvs) == 1 {
-					w.applySpec(kvs[0], false)
-				} else {
-					w.applySpec(&mvccpb.KeyValue{Key: []byte(w.c.keys.Sync(batch[i]))}, true)
-				}
+		resp, err := w.txn(ops...)
+		if err != nil {
+			w.c.m.etcdError("load-specs")
+			return 0, err
+		}
+		if specRev == 0 {
+			specRev = resp.Header.Revision
+		}
+		for i, r := range resp.Responses {
+			kvs := r.GetResponseRange().Kvs
+			if len(kvs) == 1 {
+				w.applySpec(kvs[0], false)
+			} else {
+				w.applySpec(&mvccpb.KeyValue{Key: []byte(w.c.keys.Sync(batch[i]))}, true)
 			}
 		}
 	}
+	return specRev, nil
+}
+
+// loadTarget reads targets/<self> and members/<self> and applies them. It
+// returns the revision they were read at, and specRev, or that revision if
+// specRev is 0.
+func (w *worker) loadTarget(specRev int64) (rev, _ int64, err error) {
 	self := w.c.o.memberID
 	resp, err := w.txn(
 		clientv3.OpGet(w.c.keys.Target(self)),
@@ -256,31 +263,10 @@ func (w *worker) follow(rev, specRev int64) {
 	recheck := time.NewTimer(time.Hour)
 	defer recheck.Stop()
 	w.armRecheck(recheck)
-	// A member-key write that failed is tried again after a backoff; the
-	// target and specs are followed meanwhile.
-	memberRetry := time.NewTimer(time.Hour)
-	memberRetry.Stop()
-	defer memberRetry.Stop()
-	memberDelay := retryMin
-	keepMember := func(kv *mvccpb.KeyValue) bool {
-		err := w.keepMember(kv)
-		switch {
-		case err == nil:
-			memberDelay = retryMin
-		case errors.Is(err, errMemberIDTaken):
-			w.memberTrouble(err)
-			return false
-		default:
-			w.memberTrouble(err)
-			memberRetry.Reset(memberDelay)
-			memberDelay = min(2*memberDelay, retryMax)
-		}
-		return true
-	}
-	if w.memberPending.Load() {
-		memberRetry.Reset(0)
-	}
+	member := newMemberRetry(w)
+	defer member.stop()
 	for {
+		ok := true
 		select {
 		case <-w.ctx.Done():
 			return
@@ -292,79 +278,109 @@ func (w *worker) follow(rev, specRev int64) {
 				return
 			}
 			w.armRecheck(recheck)
-		case <-memberRetry.C:
-			if !keepMember(nil) {
-				return
-			}
+		case <-member.timer.C:
+			ok = member.keep(nil)
 		case <-w.memberKick:
-			if !keepMember(nil) {
-				return
-			}
-		case wr, ok := <-tch:
-			if !ok || wr.Err() != nil {
-				w.watchBroke("target", wr, ok)
-				return
-			}
-			w.targetKeys.events(w.c.keys, wr.Events)
-			if ids, ok := w.targetKeys.next(w.c.log); ok {
-				w.applyTarget(ids)
-			}
-		case wr, ok := <-pch:
-			if !ok || wr.Err() != nil {
-				w.watchBroke("target parts", wr, ok)
-				return
-			}
-			w.targetKeys.events(w.c.keys, wr.Events)
-			if ids, ok := w.targetKeys.next(w.c.log); ok {
-				w.applyTarget(ids)
-			}
-		case wr, ok := <-mch:
-			if !ok || wr.Err() != nil {
-				w.watchBroke("member", wr, ok)
-				return
-			}
-			for _, ev := range wr.Events {
-				kv := ev.Kv
-				if ev.Type == mvccpb.DELETE {
-					kv = nil
-				}
-				if !keepMember(kv) {
-					return
-				}
-			}
-		case wr, ok := <-sch:
-			if !ok || wr.Err() != nil {
-				w.watchBroke("syncs", wr, ok)
-				return
-			}
-			for _, ev := range wr.Events {
-				w.applySpec(ev.Kv, ev.Type == mvccpb.DELETE)
-			}
+			ok = member.keep(nil)
+		case wr, open := <-tch:
+			ok = w.watched("target", wr, open) && w.targetEvents(wr.Events)
+		case wr, open := <-pch:
+			ok = w.watched("target parts", wr, open) && w.targetEvents(wr.Events)
+		case wr, open := <-mch:
+			ok = w.watched("member", wr, open) && member.events(wr.Events)
+		case wr, open := <-sch:
+			ok = w.watched("syncs", wr, open) && w.specEvents(wr.Events)
+		}
+		if !ok {
+			return
 		}
 	}
 }
 
-func (w *worker) watchBroke(what string, wr clientv3.WatchResponse, ok bool) {
-	if w.ctx.Err() != nil {
-		return
+// targetEvents applies events on targets/<self> and its parts: a new
+// complete target, once it is one. It always returns true.
+func (w *worker) targetEvents(evs []*clientv3.Event) bool {
+	w.targetKeys.events(w.c.keys, evs)
+	if ids, ok := w.targetKeys.next(w.c.log); ok {
+		w.applyTarget(ids)
 	}
-	var err error = fmt.Errorf("channel closed")
-	if ok {
-		err = wr.Err()
-	}
-	w.c.log.Info("watch interrupted, reloading", "watch", what, "error", err)
+	return true
 }
 
-// memberTrouble ends the session when another one holds the member ID;
-// any other error is logged, and the write is tried again (memberPending).
-func (w *worker) memberTrouble(err error) {
-	if errors.Is(err, errMemberIDTaken) {
-		w.c.log.Error("member key taken by another session; starting a new session", "error", err)
-		w.sess.markAtRisk(err)
-		return
+// specEvents applies events on syncs/. It always returns true.
+func (w *worker) specEvents(evs []*clientv3.Event) bool {
+	for _, ev := range evs {
+		w.applySpec(ev.Kv, ev.Type == mvccpb.DELETE)
 	}
-	w.memberPending.Store(true)
-	w.c.log.Warn("updating the member key failed, retrying", "error", err)
+	return true
+}
+
+// memberRetry keeps members/<self> as the follow loop sees it, and tries a
+// write that failed again after a backoff, while the target and specs are
+// followed meanwhile. Only the follow loop's goroutine uses it.
+type memberRetry struct {
+	w     *worker
+	timer *time.Timer
+	delay wait.Backoff
+}
+
+func newMemberRetry(w *worker) *memberRetry {
+	m := &memberRetry{w: w, timer: time.NewTimer(time.Hour), delay: wait.Backoff{Min: retryMin, Max: retryMax}}
+	m.timer.Stop()
+	if w.memberPending.Load() {
+		m.timer.Reset(0)
+	}
+	return m
+}
+
+func (m *memberRetry) stop() { m.timer.Stop() }
+
+// keep brings the member key in line with this member (see keepMember),
+// given the key as last seen (nil: deleted, or to be read); false when
+// another session holds it, which ends the session.
+func (m *memberRetry) keep(kv *mvccpb.KeyValue) bool {
+	err := m.w.keepMember(kv)
+	switch {
+	case err == nil:
+		m.delay.Reset()
+	case errors.Is(err, errMemberIDTaken):
+		m.w.memberTrouble(err)
+		return false
+	default:
+		m.w.memberTrouble(err)
+		m.timer.Reset(m.delay.Next())
+	}
+	return true
+}
+
+// events keeps the member key through watch events on it.
+func (m *memberRetry) events(evs []*clientv3.Event) bool {
+	for _, ev := range evs {
+		kv := ev.Kv
+		if ev.Type == mvccpb.DELETE {
+			kv = nil
+		}
+		if !m.keep(kv) {
+			return false
+		}
+	}
+	return true
+}
+
+// watched reports whether a watch answer can be applied; false (logged)
+// when the watch broke, and follow must end for a reload.
+func (w *worker) watched(what string, wr clientv3.WatchResponse, open bool) bool {
+	if open && wr.Err() == nil {
+		return true
+	}
+	if w.ctx.Err() == nil {
+		err := errors.New("channel closed")
+		if open {
+			err = wr.Err()
+		}
+		w.c.log.Info("watch interrupted, reloading", "watch", what, "error", err)
+	}
+	return false
 }
 
 // armRecheck drops the rechecks that are due (the reconcile that just ran,
@@ -391,83 +407,6 @@ func (w *worker) suspect() {
 	w.rechecks = append(w.rechecks, time.Now().Add(w.sess.ttl))
 	w.mu.Unlock()
 	poke(w.suspectKick)
-}
-
-// errMemberIDTaken: members/<self> is held by another lease.
-var errMemberIDTaken = errors.New("coordinator: member key held by another session")
-
-// keepMember makes members/<self> say what this member is, given the key as
-// last seen (nil: deleted, or to be read). It puts the key back on the
-// session's lease if it was deleted (an operator's mistake: a member
-// without a key gets no syncs, yet campaigns); it adopts a drain set from
-// outside (Admin.Drain) and acknowledges it by writing the key itself,
-// which Admin.Drain waits for; and it writes the drain that Drain asked
-// for. It returns
-// errMemberIDTaken when another lease holds the key.
-func (w *worker) keepMember(kv *mvccpb.KeyValue) error {
-	w.mu.Lock()
-	leaving := w.leaving
-	w.mu.Unlock()
-	if leaving {
-		return nil // Leave deletes the key: it must not come back
-	}
-	if kv != nil && kv.Lease != 0 {
-		if clientv3.LeaseID(kv.Lease) != w.sess.id {
-			return fmt.Errorf("%w: lease %x", errMemberIDTaken, kv.Lease)
-		}
-		m, err := decodeMember(w.c.o.memberID, kv.Value)
-		if err == nil && m.Draining && !w.c.draining.Load() {
-			w.c.draining.Store(true)
-			// Acknowledge it: Admin.Drain waits for the member's own write.
-			w.c.log.Info("draining, as asked through the member key")
-		} else if err == nil && m.Draining == w.c.draining.Load() && !drainRequested(kv.Value) {
-			w.memberPending.Store(false)
-			w.showDrain(m.Draining)
-			return nil
-		}
-	}
-	key := w.c.keys.Member(w.c.o.memberID)
-	draining := w.c.draining.Load()
-	put := clientv3.OpPut(key, w.c.memberValue(draining), clientv3.WithLease(w.sess.id))
-	// Overwrite the key only while it is ours; else only if it is absent
-	// or has no lease (written by hand: no live session holds it). An
-	// absent key's lease compares as 0.
-	// Bounded like a claim: a Txn stuck on an unresponsive etcd member
-	// must not hold the worker's watches up.
-	ctx, cancel := context.WithTimeout(w.ctx, w.sess.ttl/2)
-	defer cancel()
-	resp, err := w.c.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.LeaseValue(key), "=", w.sess.id)).
-		Then(put).
-		Else(clientv3.OpTxn(
-			[]clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(key), "=", 0)},
-			[]clientv3.Op{put},
-			[]clientv3.Op{clientv3.OpGet(key)})).Commit()
-	if err != nil {
-		w.c.m.etcdError("member")
-		return fmt.Errorf("coordinator: write member key: %w", err)
-	}
-	if !resp.Succeeded {
-		inner := resp.Responses[0].GetResponseTxn()
-		if !inner.Succeeded {
-			holder := int64(0)
-			if kvs := inner.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
-				holder = kvs[0].Lease
-			}
-			return fmt.Errorf("%w: lease %x", errMemberIDTaken, holder)
-		}
-		w.c.log.Warn("member key was deleted or overwritten by hand; registered again")
-	}
-	w.memberPending.Store(false)
-	w.showDrain(draining)
-	return nil
-}
-
-// showDrain records whether the member key says draining, and wakes Drain.
-func (w *worker) showDrain(draining bool) {
-	if draining && !w.drainShown.Swap(true) {
-		w.c.notify()
-	}
 }
 
 // applySpec records a spec event: for a sync with an actor it updates the
@@ -635,353 +574,6 @@ func (w *worker) actorCount() int {
 	return len(w.actors)
 }
 
-// runActor drives one sync: claim (or wait for the holder to release),
-// assign, follow spec changes, revoke, release; again while it is wanted.
-// held is a claim the actor may hold the owner key of: it is given back
-// before the actor leaves the worker's map, never after.
-func (w *worker) runActor(a *actor, held *claimResult) {
-	defer w.actorsWG.Done()
-	defer w.c.notify()
-	stop := w.c.enterCallbackGoroutine()
-	defer stop()
-	if testHooks.actorStart != nil {
-		testHooks.actorStart(a.id)
-	}
-	backoff := failBackoffMin
-	retry := retryMin
-	var releasedAt time.Time
-	for {
-		w.mu.Lock()
-		want := a.want && w.ctx.Err() == nil && !w.sess.isAtRisk()
-		if !want && !held.mayHold() {
-			delete(w.actors, a.id)
-			w.mu.Unlock()
-			return
-		}
-		since := a.since
-		w.mu.Unlock()
-		if !want {
-			if testHooks.giveBack != nil {
-				testHooks.giveBack(a.id)
-			}
-			w.giveBack(a.id, held)
-			held = nil
-			continue // the sync may be wanted again meanwhile
-		}
-
-		r := held
-		held = nil
-		// A result that found the spec unreadable is not acted on twice:
-		// the spec may have been fixed since (markGone refused to act on
-		// it), and a new claim reads it again.
-		if r == nil || r.unknown || r.syncErr != nil {
-			rs, err := w.claim([]string{a.id})
-			if err != nil {
-				held = &claimResult{unknown: true} // it may have gone through
-				if w.wait(a, retry) {
-					retry = min(2*retry, retryMax)
-				}
-				continue
-			}
-			r = rs[a.id]
-		}
-		retry = retryMin
-		switch {
-		case r.held && r.syncErr != nil:
-			// Claimed a sync whose spec is unreadable (or that vanished):
-			// never hand it to the handler; give it back and wait for the
-			// leader to drop it from the target.
-			held = r
-			w.markGone(a, r)
-		case r.held:
-			handoff := time.Duration(-1)
-			if !releasedAt.IsZero() {
-				handoff = time.Since(releasedAt)
-			}
-			w.c.m.claimed(time.Since(since), handoff)
-			releasedAt = time.Time{}
-			why, released := w.own(a, r)
-			if !released {
-				// The lease is at risk or gone, and the key with it.
-				w.mu.Lock()
-				delete(w.actors, a.id)
-				w.mu.Unlock()
-				return
-			}
-			switch why {
-			case assignment.LeaseLost, assignment.Shutdown:
-				// Not assigned: the lease came at risk. Either the
-				// session ends very soon, or a renewal answered late and
-				// it lives on; do not spin meanwhile.
-				sleepCtx(w.sess.atRisk, retryMin)
-			case assignment.Failed:
-				w.wait(a, backoff)
-				backoff = min(2*backoff, failBackoffMax)
-				w.mu.Lock()
-				a.since = time.Now() // the retry's claim wait starts now
-				w.mu.Unlock()
-			default:
-				backoff = failBackoffMin
-			}
-		case r.syncErr != nil:
-			w.markGone(a, r)
-		case r.taken:
-			releasedAt = time.Time{}
-			next, released, err := w.waitRelease(a)
-			switch {
-			case err != nil:
-				held = &claimResult{unknown: true}
-			case next != nil:
-				held = next
-				if released {
-					releasedAt = time.Now()
-				}
-			}
-		default:
-			w.wait(a, retry)
-		}
-	}
-}
-
-// markGone records that the sync cannot be run here until its spec
-// changes, as the claim r found it; unless the syncs watch has shown a
-// valid spec newer than r's read meanwhile (r is stale: the actor claims
-// again and reads the spec anew).
-func (w *worker) markGone(a *actor, r *claimResult) {
-	w.mu.Lock()
-	if a.spec != nil && a.spec.Revision > r.specRev {
-		w.mu.Unlock()
-		return
-	}
-	if w.target[a.id] {
-		w.gone[a.id] = true
-	}
-	w.updateWantLocked(a)
-	w.mu.Unlock()
-	w.c.log.Warn("sync not runnable", "sync", a.id, "error", r.syncErr)
-}
-
-// wait sleeps for d, returning early (false) when the actor is poked or the
-// epoch ends.
-func (w *worker) wait(a *actor, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-a.kick:
-		return false
-	case <-w.ctx.Done():
-		return false
-	}
-}
-
-// waitRelease waits for the holder of the sync's owner key to let go and
-// claims it then. It returns the claim result (nil when something else
-// needs a look: a poke, the end of the epoch), whether a release was seen,
-// and the error of a claim whose outcome is unknown. The wait is on the
-// worker's shared owners/ watch (releaseWatch), which starts at the current
-// revision: the claim is tried again once it is in place, so no release can
-// slip between the two.
-func (w *worker) waitRelease(a *actor) (*claimResult, bool, error) {
-	wt := w.releases.add(a.id)
-	defer w.releases.remove(a.id, wt)
-	for {
-		select {
-		case <-wt.wake:
-			released := w.releases.sawDelete(wt)
-			rs, err := w.claim([]string{a.id})
-			if err != nil {
-				return nil, released, err
-			}
-			if r := rs[a.id]; !r.taken {
-				return r, released, nil
-			}
-		case <-a.kick:
-			w.mu.Lock()
-			want := a.want
-			w.mu.Unlock()
-			if !want {
-				return nil, false, nil
-			}
-		case <-w.ctx.Done():
-			return nil, false, nil
-		}
-	}
-}
-
-// own runs the claimed sync through the handler until ownership ends, and
-// gives the owner key back. It returns why ownership ended and whether the
-// key is gone: it is not when the lease is at risk or gone, or the client
-// closed (the lease then takes the key with it).
-func (w *worker) own(a *actor, r *claimResult) (assignment.RevokeReason, bool) {
-	c, err := assignment.NewClaim(assignment.ClaimConfig{
-		KV:            w.c.cli,
-		OwnerKey:      w.c.keys.Owner(a.id),
-		CheckpointKey: w.c.keys.Checkpoint(a.id),
-		Member:        w.c.o.memberID,
-		Token:         r.token,
-		Deadline:      w.sess.Deadline,
-		Sync:          r.sync,
-	})
-	if err != nil { // cannot happen: every field is set above
-		panic(err)
-	}
-	if testHooks.beforeAssign != nil {
-		testHooks.beforeAssign(a.id, w.sess.AtRisk())
-	}
-	if !w.mayAssign() {
-		return w.lostReason(), w.giveBack(a.id, r)
-	}
-	w.mu.Lock()
-	if a.spec == nil || a.spec.Revision < r.sync.Revision {
-		a.spec = &r.sync
-	}
-	a.failure = nil
-	w.mu.Unlock()
-	log := w.c.log.With("sync", a.id, "token", c.Token())
-	w.c.addOwned(c)
-	why := w.hold(a, c, log)
-	// Forgotten before the key is deleted, so that Owned never lists a
-	// claim whose owner key is gone: it lists a claim from the owner key's
-	// write until OnRevoke has returned.
-	w.c.removeOwned(c)
-	// Given back in every case: after a lease-lost revoke the attempt
-	// ends at once (the lease is abandoned and takes the key with it).
-	released := w.giveBack(a.id, r)
-	log.Info("released", "reason", why.String())
-	return why, released
-}
-
-// mayAssign reports whether OnAssign may start: not once the lease is at
-// risk (deadline - RevokeTimeout), when the member could no longer be sure
-// to stop the work by its deadline.
-func (w *worker) mayAssign() bool {
-	return !w.sess.isAtRisk() && time.Now().Before(w.sess.atRiskAt())
-}
-
-// hold calls OnAssign, then waits for a reason to end ownership, handling
-// spec changes on the way, and calls OnRevoke.
-func (w *worker) hold(a *actor, c *assignment.Claim, log *slog.Logger) assignment.RevokeReason {
-	for {
-		octx, cancel := context.WithCancel(context.WithValue(w.sess.atRisk, failKey{}, func(err error) {
-			w.mu.Lock()
-			a.failure = err
-			w.mu.Unlock()
-			a.poke()
-		}))
-		log.Info("assigned", "revision", c.Sync().Revision)
-		if err := w.c.callAssign(octx, c); err != nil {
-			cancel()
-			log.Warn("OnAssign failed", "error", err)
-			w.c.revoke(w.sess, c, assignment.Failed)
-			return assignment.Failed
-		}
-		why, respec := w.ownedLoop(a, c, octx, log)
-		cancel()
-		switch why {
-		case assignment.LeaseLost, assignment.Shutdown:
-			w.c.revokeHard(c, why)
-		default:
-			w.c.revoke(w.sess, c, why)
-		}
-		if why != assignment.SpecChanged {
-			return why
-		}
-		c.SetSync(respec)
-		if testHooks.beforeAssign != nil {
-			testHooks.beforeAssign(a.id, w.sess.AtRisk())
-		}
-		if !w.mayAssign() {
-			return w.lostReason()
-		}
-	}
-}
-
-// ownedLoop waits while the sync is owned; it returns why ownership ends
-// and, for SpecChanged, the new spec. Only a change of the spec itself
-// reaches the handler: a Put of the same spec, or of a new weight or new
-// labels only (the leader's business: they may move the sync, which then
-// comes as a revoke), updates the claim's Sync silently.
-func (w *worker) ownedLoop(a *actor, c *assignment.Claim, octx context.Context, log *slog.Logger) (assignment.RevokeReason, assignment.Sync) {
-	for {
-		select {
-		case <-w.sess.AtRisk():
-			return w.lostReason(), assignment.Sync{}
-		case <-w.ctx.Done():
-			return w.lostReason(), assignment.Sync{}
-		case <-a.kick:
-		}
-		// select picks at random among ready cases: a kick that came with
-		// the lease at risk must not win over it.
-		if w.sess.isAtRisk() || w.ctx.Err() != nil {
-			return w.lostReason(), assignment.Sync{}
-		}
-		w.mu.Lock()
-		want, reason, failure, spec := a.want, a.reason, a.failure, a.spec
-		a.failure = nil
-		w.mu.Unlock()
-		switch {
-		case !want:
-			return reason, assignment.Sync{}
-		case failure != nil:
-			log.Warn("sync failed", "error", failure)
-			w.c.m.callbackError("run")
-			return assignment.Failed, assignment.Sync{}
-		case spec != nil && spec.Revision > c.Sync().Revision:
-			if bytes.Equal(spec.Spec, c.Sync().Spec) {
-				c.SetSync(*spec)
-				continue
-			}
-			if w.c.upd == nil {
-				return assignment.SpecChanged, *spec
-			}
-			c.SetSync(*spec)
-			log.Info("spec updated", "revision", spec.Revision)
-			w.c.callUpdate(octx, c)
-		}
-	}
-}
-
-// lostReason is LeaseLost, or Shutdown when the coordinator is stopping
-// for good (its client closed).
-func (w *worker) lostReason() assignment.RevokeReason {
-	if w.c.clientClosed() {
-		return assignment.Shutdown
-	}
-	return assignment.LeaseLost
-}
-
-// giveBack deletes the owner key an actor holds, or may hold (a claim
-// whose outcome it never learned), and reports whether it is gone. It
-// retries until the delete goes through; it gives up only when the
-// session is at risk or the client closed, since then the lease is
-// abandoned and takes the key with it. A key held for sure is deleted only
-// with its token; a key that may be held, only while it is on this
-// session's lease, which no other actor of this sync can hold meanwhile
-// (an actor leaves the worker's map only after this).
-func (w *worker) giveBack(id string, r *claimResult) bool {
-	delay := retryMin
-	for {
-		err := w.deleteOwner(id, r)
-		if err == nil {
-			if r.unknown {
-				w.suspect() // etcd may still apply the claim after this delete
-			}
-			return true
-		}
-		if w.sess.isAtRisk() || w.c.clientClosed() {
-			return false
-		}
-		w.c.m.etcdError("release")
-		w.c.log.Warn("release failed, retrying", "sync", id, "token", r.token, "error", err)
-		if !sleepCtx(w.sess.atRisk, delay) {
-			return false
-		}
-		delay = min(2*delay, retryMax)
-	}
-}
-
 // reconcile gives every owner key on this session's lease that no actor
 // holds to a new actor, which adopts it if the sync is targeted here and
 // gives it back otherwise. Such a key is left by a claim that etcd applied
@@ -1012,16 +604,4 @@ func (w *worker) reconcile() error {
 		w.c.log.Warn("owner keys on this member's lease with no sync running; adopting or releasing them", "syncs", orphans)
 	}
 	return nil
-}
-
-// sleepCtx sleeps for d; false if ctx ended first.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

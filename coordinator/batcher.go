@@ -2,109 +2,12 @@ package coordinator
 
 import (
 	"context"
-	"fmt"
 	"runtime"
 	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/baton-go/baton/assignment"
 )
-
-// claimResult is what one claim attempt learned about one sync.
-type claimResult struct {
-	// held: this session holds owners/<sync> with token, claimed just now
-	// or found on its lease already (a claim whose answer was lost: it is
-	// adopted).
-	held bool
-	// taken: another session holds owners/<sync> (token is its).
-	taken bool
-	token int64 // create revision of the owner key
-
-	sync    assignment.Sync
-	syncErr error // the sync is gone or its spec cannot be read
-	// specRev is the revision syncErr is true at: the unreadable spec's
-	// mod revision, or the claim's revision for a missing one.
-	specRev int64
-
-	// unknown: a claim was sent but its answer was an error or never
-	// came, so it may have gone through. Only the session's lease can
-	// tell: the actor claims again (and adopts the key as mine) or gives
-	// back whatever key of this sync is on the lease.
-	unknown bool
-}
-
-// mayHold reports whether the owner key may be this session's after r.
-func (r *claimResult) mayHold() bool { return r != nil && (r.held || r.unknown) }
-
-// claim tries to claim every sync in ids. Each sync is one nested Txn with
-// its own guard (claim if free, else read the holder), so one held sync
-// never fails the others' claims; the nested Txns of every claim the
-// worker's actors make meanwhile share Txns (see txnBatcher). The result
-// has an entry for every id unless err is set.
-func (w *worker) claim(ids []string) (map[string]*claimResult, error) {
-	k := w.c.keys
-	reqs := make([]batchReq, len(ids))
-	for i, id := range ids {
-		reqs[i] = batchReq{key: k.Owner(id), op: clientv3.OpTxn(
-			[]clientv3.Cmp{
-				clientv3.Compare(clientv3.CreateRevision(k.Owner(id)), "=", 0),
-				clientv3.Compare(clientv3.CreateRevision(k.Sync(id)), ">", 0),
-			},
-			[]clientv3.Op{clientv3.OpPut(k.Owner(id), w.c.o.memberID, clientv3.WithLease(w.sess.id)), clientv3.OpGet(k.Sync(id))},
-			[]clientv3.Op{clientv3.OpGet(k.Owner(id)), clientv3.OpGet(k.Sync(id))},
-		)}
-	}
-	res := w.claimTxns.do(reqs)
-	out := make(map[string]*claimResult, len(ids))
-	for i, id := range ids {
-		if res[i].err != nil {
-			w.c.m.etcdError("claim")
-			return nil, fmt.Errorf("coordinator: claim: %w", res[i].err)
-		}
-		resp, rev := res[i].resp, res[i].rev
-		r := &claimResult{}
-		syncKVs := resp.Responses[1].GetResponseRange().Kvs
-		if len(syncKVs) == 0 {
-			r.syncErr, r.specRev = fmt.Errorf("coordinator: sync %q does not exist", id), rev
-		} else {
-			r.sync, r.syncErr = decodeSync(id, syncKVs[0].Value, syncKVs[0].ModRevision)
-			r.specRev = syncKVs[0].ModRevision
-		}
-		if resp.Succeeded {
-			// A put in a Txn has the Txn's revision as create revision.
-			r.held, r.token = true, rev
-			out[id] = r
-			continue
-		}
-		ownerKVs := resp.Responses[0].GetResponseRange().Kvs
-		switch {
-		case len(ownerKVs) == 1 && clientv3.LeaseID(ownerKVs[0].Lease) == w.sess.id:
-			r.held, r.token = true, ownerKVs[0].CreateRevision
-		case len(ownerKVs) == 1:
-			// Another session's, or written by hand: wait for it either way.
-			r.taken, r.token = true, ownerKVs[0].CreateRevision
-		}
-		out[id] = r
-	}
-	return out, nil
-}
-
-// deleteOwner deletes owners/<id> if it is still the key r claimed (its
-// token), or, for a claim whose outcome is unknown, if it is on this
-// session's lease. The releases of concurrent revokes share Txns (see
-// txnBatcher).
-func (w *worker) deleteOwner(id string, r *claimResult) error {
-	key := w.c.keys.Owner(id)
-	guard := clientv3.Compare(clientv3.CreateRevision(key), "=", r.token)
-	if r.unknown {
-		guard = clientv3.Compare(clientv3.LeaseValue(key), "=", w.sess.id)
-	}
-	res := w.releaseTxns.do([]batchReq{{key: key, op: clientv3.OpTxn(
-		[]clientv3.Cmp{guard}, []clientv3.Op{clientv3.OpDelete(key)}, nil)}})
-	return res[0].err
-}
 
 // txnBatcher runs owner-key operations in shared Txns (group commit): a
 // request made while no Txn of the batcher is in flight goes at once (after
@@ -122,6 +25,8 @@ type txnBatcher struct {
 	ctx     context.Context // the Txns' parent: ends with the worker or session
 	timeout time.Duration   // of one Txn
 
+	// mu guards queue, inflight and batchReq.taken. A leaf (see worker):
+	// commitLocked lets go of it around each Txn.
 	mu       sync.Mutex
 	queue    []*batchReq
 	inflight int // Txns being committed

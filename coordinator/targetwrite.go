@@ -1,0 +1,123 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/baton-go/baton/assignment"
+	"github.com/baton-go/baton/rebalance"
+)
+
+// targetWrite is one op of a plan's write, and what it does to the view
+// once its Txn has succeeded.
+type targetWrite struct {
+	member string
+	suffix string // of the key written or deleted (see targetKey)
+	kind   writeKind
+	op     clientv3.Op
+	rec    *targetRecord // what a put writes
+	bytes  int           // its share of the request
+	ops    int           // its share of --max-txn-ops
+}
+
+type writeKind int
+
+// targetWrites lists the writes that make the stored targets the plan's:
+// for each live member whose target differs (or is incomplete, or has
+// stray keys), its parts, then its head, then the deletes of keys it no
+// longer has; and for each departed member with target keys, one nested
+// Txn that deletes them all only while its member key is absent (it may
+// have registered again since the view last saw it).
+func (c *Coordinator) targetWrites(v *view, in rebalance.Input, plan assignment.Plan, gen int64) (ws []targetWrite, written, dropped int) {
+	put := func(m, suffix string, rec targetRecord) {
+		key := c.keys.Target(m) + suffix
+		val := encodeSorted(rec)
+		ws = append(ws, targetWrite{member: m, suffix: suffix, kind: writePut, op: clientv3.OpPut(key, string(val)),
+			rec: &rec, bytes: len(key) + len(val) + txnOpOverhead, ops: 1})
+	}
+	next := plan.ByMember()
+	for _, m := range in.Members {
+		syncs := next[m.ID]
+		slices.Sort(syncs)
+		cur, clean := v.targetSyncs(m.ID)
+		if (clean && slices.Equal(cur, syncs)) || (v.targets[m.ID] == nil && len(syncs) == 0) {
+			continue
+		}
+		head, parts := splitTarget(gen, syncs, maxTargetValue)
+		keep := map[string]bool{"": true}
+		for i, p := range parts {
+			put(m.ID, partSuffix(i), p)
+			keep[partSuffix(i)] = true
+		}
+		put(m.ID, "", head)
+		if t := v.targets[m.ID]; t != nil {
+			for _, suffix := range slices.Sorted(maps.Keys(t.kvs)) {
+				if !keep[suffix] {
+					key := c.keys.Target(m.ID) + suffix
+					ws = append(ws, targetWrite{member: m.ID, suffix: suffix, kind: writeDelete,
+						op: clientv3.OpDelete(key), bytes: len(key) + txnOpOverhead, ops: 1})
+				}
+			}
+		}
+		written++
+	}
+	for _, m := range slices.Sorted(maps.Keys(v.targets)) {
+		if _, live := v.members[m]; live {
+			continue
+		}
+		// Only while the member key is as the view has it: absent, or the
+		// very key it ignored (no lease, unreadable); a member that
+		// registered again meanwhile keeps its target. The keys are deleted
+		// one by one, never by prefix: only the leader's own keys go.
+		member := c.keys.Member(m)
+		guard := clientv3.Compare(clientv3.CreateRevision(member), "=", 0)
+		if rev, ok := v.ignored[m]; ok {
+			guard = clientv3.Compare(clientv3.ModRevision(member), "=", rev)
+		}
+		bytes := len(member) + 2*txnOpOverhead
+		var dels []clientv3.Op
+		for _, suffix := range slices.Sorted(maps.Keys(v.targets[m].kvs)) {
+			key := c.keys.Target(m) + suffix
+			dels = append(dels, clientv3.OpDelete(key))
+			bytes += len(key) + txnOpOverhead
+		}
+		ws = append(ws, targetWrite{member: m, kind: writeDrop, op: clientv3.OpTxn([]clientv3.Cmp{guard}, dels, nil),
+			bytes: bytes, ops: 2 + len(dels)})
+		dropped++
+	}
+	return ws, written, dropped
+}
+
+// statusWrite is the put of status/leader as st.
+func (c *Coordinator) statusWrite(st leaderStatus) targetWrite {
+	key := c.keys.LeaderStatus()
+	b, _ := json.Marshal(st)
+	return targetWrite{kind: writeStatus, op: clientv3.OpPut(key, string(b)), bytes: len(key) + len(b) + txnOpOverhead, ops: 1}
+}
+
+// chunkWrites splits writes into Txns within both of etcd's limits: at
+// most maxTxnOps ops (nested ones counted) and maxTxnBytes bytes. Writes
+// keep their order, so a member's parts go before its head.
+func chunkWrites(ws []targetWrite) ([][]targetWrite, error) {
+	var out [][]targetWrite
+	start, ops, bytes := 0, 0, 0
+	for i, w := range ws {
+		if w.bytes > maxTxnBytes || w.ops > maxTxnOps {
+			return nil, fmt.Errorf("coordinator: a target write for member %q of %d bytes cannot be sent", w.member, w.bytes)
+		}
+		if ops+w.ops > maxTxnOps || bytes+w.bytes > maxTxnBytes {
+			out = append(out, ws[start:i])
+			start, ops, bytes = i, 0, 0
+		}
+		ops += w.ops
+		bytes += w.bytes
+	}
+	if start < len(ws) {
+		out = append(out, ws[start:])
+	}
+	return out, nil
+}
