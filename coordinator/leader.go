@@ -291,23 +291,17 @@ func (c *Coordinator) rebalance(ctx context.Context, guard clientv3.Cmp, v *view
 	c.reportUnassignable(v, in, plan)
 
 	gen := v.gen + 1
-	ws, written, dropped := c.targetWrites(v, in, plan, gen)
+	ws, written, dropped := targetWrites(c.keys, v, in, plan, gen)
 	if len(ws) > 0 {
 		// The generation goes into status/leader with the last Txn, so
 		// that it outlives the keys that carry it.
-		ws = append(ws, c.statusWrite(leaderStatus{Generation: gen}))
+		ws = append(ws, statusWrite(c.keys, leaderStatus{Generation: gen}))
 	}
 	if len(ws) == 0 {
 		c.log.Debug("rebalance round: plan unchanged, nothing to write", "generation", v.gen)
 		return false, nil
 	}
-	moves := 0
-	prev := v.targetOf()
-	for s, m := range plan {
-		if prev[s] != m {
-			moves++
-		}
-	}
+	moves := planMoves(v, plan)
 	// The generation is used up even if the write fails: a later write
 	// must never share it with keys this one may have left behind.
 	v.gen = gen
@@ -486,7 +480,7 @@ func (c *Coordinator) clearPlanError(ctx context.Context, guard clientv3.Cmp, v 
 func (c *Coordinator) writeStatus(ctx context.Context, guard clientv3.Cmp, v *view, st leaderStatus) bool {
 	sctx, cancel := context.WithTimeout(ctx, c.o.ttl)
 	defer cancel()
-	resp, err := c.leaderKV().Txn(sctx).If(guard).Then(c.statusWrite(st).op).Commit()
+	resp, err := c.leaderKV().Txn(sctx).If(guard).Then(statusWrite(c.keys, st).op).Commit()
 	if err != nil || !resp.Succeeded {
 		if err != nil {
 			v.statusUnknown = true

@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"fmt"
-	"slices"
 	"testing"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -15,8 +14,9 @@ import (
 
 // The leader's hot paths without etcd: loading the group into its view,
 // building the Balancer's input, and the compute of one rebalance round
-// (input, Sticky, Validate, diff against the targets, encoding the changed
-// targets), which mirrors Coordinator.rebalance up to its Txns. And the
+// (input, Sticky, Validate, and the target diff the leader writes:
+// targetWrites and chunkWrites, the very functions Coordinator.rebalance
+// calls before its Txns). And the
 // member's: decoding its target, which it does on every change of it.
 
 var benchShapes = []struct{ syncs, members int }{{10_000, 50}, {100_000, 1_000}}
@@ -61,13 +61,7 @@ func memberID(i int) string { return fmt.Sprintf("member-%04d", i) }
 
 // load builds the leader's view as loadView does from its snapshot.
 func (g *benchGroup) load() *view {
-	v := &view{
-		members: map[string]assignment.Member{},
-		syncs:   map[string]assignment.Sync{},
-		invalid: map[string]error{},
-		targets: map[string]*targetKeys{},
-		owners:  map[string]owner{},
-	}
+	v := newView()
 	for _, kv := range g.members {
 		v.applyMember(g.k, kv, false)
 	}
@@ -83,9 +77,10 @@ func (g *benchGroup) load() *view {
 	return v
 }
 
-// round is the compute of Coordinator.rebalance: it returns how many
-// targets changed.
-func round(b *testing.B, v *view, bal rebalance.Balancer) int {
+// round is the compute of Coordinator.rebalance, up to its Txns: the
+// Balancer's input, the plan, its validation, the target diff and its
+// split into Txns. It returns how many targets changed.
+func round(b *testing.B, k keys.Layout, v *view, bal rebalance.Balancer) int {
 	in := v.input()
 	plan, err := bal.Balance(context.Background(), in)
 	if err != nil {
@@ -94,31 +89,12 @@ func round(b *testing.B, v *view, bal rebalance.Balancer) int {
 	if err := rebalance.Validate(in, plan); err != nil {
 		b.Fatal(err)
 	}
-	next := plan.ByMember()
-	changed := 0
-	for _, m := range in.Members {
-		syncs := next[m.ID]
-		slices.Sort(syncs)
-		cur, clean := v.targetSyncs(m.ID)
-		if (clean && slices.Equal(cur, syncs)) || (v.targets[m.ID] == nil && len(syncs) == 0) {
-			continue
-		}
-		head, parts := splitTarget(v.gen+1, syncs, maxTargetValue)
-		_ = encodeSorted(head)
-		for _, p := range parts {
-			_ = encodeSorted(p)
-		}
-		changed++
+	ws, written, _ := targetWrites(k, v, in, plan, v.gen+1)
+	if _, err := chunkWrites(ws); err != nil {
+		b.Fatal(err)
 	}
-	prev := v.targetOf()
-	moves := 0
-	for s, m := range plan {
-		if prev[s] != m {
-			moves++
-		}
-	}
-	_ = moves
-	return changed
+	_ = planMoves(v, plan)
+	return written
 }
 
 func BenchmarkLeaderLoadView(b *testing.B) {
@@ -152,7 +128,8 @@ func BenchmarkLeaderRound(b *testing.B) {
 	for _, sh := range benchShapes {
 		for _, event := range []string{"unchanged", "join"} {
 			b.Run(fmt.Sprintf("syncs=%d/members=%d/%s", sh.syncs, sh.members, event), func(b *testing.B) {
-				v := newBenchGroup(b, sh.syncs, sh.members).load()
+				g := newBenchGroup(b, sh.syncs, sh.members)
+				k, v := g.k, g.load()
 				if event == "join" {
 					id := memberID(sh.members)
 					v.members[id] = assignment.Member{ID: id, Weight: 1}
@@ -160,7 +137,7 @@ func BenchmarkLeaderRound(b *testing.B) {
 				bal := rebalance.Sticky()
 				b.ReportAllocs()
 				for b.Loop() {
-					if got := round(b, v, bal); (got > 0) != (event == "join") {
+					if got := round(b, k, v, bal); (got > 0) != (event == "join") {
 						b.Fatalf("%s: %d targets changed", event, got)
 					}
 				}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/baton-go/baton/internal/wait"
+
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/baton-go/baton/assignment"
@@ -99,29 +101,14 @@ func (c *Coordinator) registerMember(ctx context.Context, s *session, draining b
 			holder = kvs[0].Lease
 		}
 		c.log.Warn("member ID held by another session; waiting for it to end", "holder_lease", fmt.Sprintf("%x", holder))
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		ch := c.cli.Watch(wctx, key, clientv3.WithRev(resp.Header.Revision+1))
-		released := false
-		for !released {
-			select {
-			case wr, ok := <-ch:
-				if !ok || wr.Err() != nil {
-					released = true // look again
-				}
-				for _, ev := range wr.Events {
-					if ev.Type == clientv3.EventTypeDelete {
-						released = true
-					}
-				}
-			case <-ctx.Done():
-				cancel()
-				return false, fmt.Errorf("%w: %q is held by lease %x (%v)", ErrMemberIDInUse, c.o.memberID, holder, ctx.Err())
-			case <-s.AtRisk():
-				cancel()
-				return false, nil
-			}
+		// Deleted, or the watch broke: look again.
+		_ = wait.Deleted(ctx, c.cli, key, resp.Header.Revision+1, s.AtRisk())
+		switch {
+		case ctx.Err() != nil:
+			return false, fmt.Errorf("%w: %q is held by lease %x (%v)", ErrMemberIDInUse, c.o.memberID, holder, ctx.Err())
+		case s.isAtRisk():
+			return false, nil
 		}
-		cancel()
 	}
 }
 

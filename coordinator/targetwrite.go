@@ -9,6 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/baton-go/baton/assignment"
+	"github.com/baton-go/baton/internal/keys"
 	"github.com/baton-go/baton/rebalance"
 )
 
@@ -26,15 +27,30 @@ type targetWrite struct {
 
 type writeKind int
 
-// targetWrites lists the writes that make the stored targets the plan's:
+// planMoves counts the syncs whose member in plan is not the one whose
+// complete target holds them now.
+func planMoves(v *view, plan assignment.Plan) int {
+	moves := 0
+	prev := v.targetOf()
+	for s, m := range plan {
+		if prev[s] != m {
+			moves++
+		}
+	}
+	return moves
+}
+
+// targetWrites is the target diff, a pure function of the view and the
+// plan (the leader and its benchmark both call it): it lists the writes
+// that make the stored targets the plan's:
 // for each live member whose target differs (or is incomplete, or has
 // stray keys), its parts, then its head, then the deletes of keys it no
 // longer has; and for each departed member with target keys, one nested
 // Txn that deletes them all only while its member key is absent (it may
 // have registered again since the view last saw it).
-func (c *Coordinator) targetWrites(v *view, in rebalance.Input, plan assignment.Plan, gen int64) (ws []targetWrite, written, dropped int) {
+func targetWrites(k keys.Layout, v *view, in rebalance.Input, plan assignment.Plan, gen int64) (ws []targetWrite, written, dropped int) {
 	put := func(m, suffix string, rec targetRecord) {
-		key := c.keys.Target(m) + suffix
+		key := k.Target(m) + suffix
 		val := encodeSorted(rec)
 		ws = append(ws, targetWrite{member: m, suffix: suffix, kind: writePut, op: clientv3.OpPut(key, string(val)),
 			rec: &rec, bytes: len(key) + len(val) + txnOpOverhead, ops: 1})
@@ -57,7 +73,7 @@ func (c *Coordinator) targetWrites(v *view, in rebalance.Input, plan assignment.
 		if t := v.targets[m.ID]; t != nil {
 			for _, suffix := range slices.Sorted(maps.Keys(t.kvs)) {
 				if !keep[suffix] {
-					key := c.keys.Target(m.ID) + suffix
+					key := k.Target(m.ID) + suffix
 					ws = append(ws, targetWrite{member: m.ID, suffix: suffix, kind: writeDelete,
 						op: clientv3.OpDelete(key), bytes: len(key) + txnOpOverhead, ops: 1})
 				}
@@ -73,7 +89,7 @@ func (c *Coordinator) targetWrites(v *view, in rebalance.Input, plan assignment.
 		// very key it ignored (no lease, unreadable); a member that
 		// registered again meanwhile keeps its target. The keys are deleted
 		// one by one, never by prefix: only the leader's own keys go.
-		member := c.keys.Member(m)
+		member := k.Member(m)
 		guard := clientv3.Compare(clientv3.CreateRevision(member), "=", 0)
 		if rev, ok := v.ignored[m]; ok {
 			guard = clientv3.Compare(clientv3.ModRevision(member), "=", rev)
@@ -81,7 +97,7 @@ func (c *Coordinator) targetWrites(v *view, in rebalance.Input, plan assignment.
 		bytes := len(member) + 2*txnOpOverhead
 		var dels []clientv3.Op
 		for _, suffix := range slices.Sorted(maps.Keys(v.targets[m].kvs)) {
-			key := c.keys.Target(m) + suffix
+			key := k.Target(m) + suffix
 			dels = append(dels, clientv3.OpDelete(key))
 			bytes += len(key) + txnOpOverhead
 		}
@@ -93,8 +109,8 @@ func (c *Coordinator) targetWrites(v *view, in rebalance.Input, plan assignment.
 }
 
 // statusWrite is the put of status/leader as st.
-func (c *Coordinator) statusWrite(st leaderStatus) targetWrite {
-	key := c.keys.LeaderStatus()
+func statusWrite(k keys.Layout, st leaderStatus) targetWrite {
+	key := k.LeaderStatus()
 	b, _ := json.Marshal(st)
 	return targetWrite{kind: writeStatus, op: clientv3.OpPut(key, string(b)), bytes: len(key) + len(b) + txnOpOverhead, ops: 1}
 }

@@ -50,6 +50,18 @@ type view struct {
 	reported     map[string]bool // invalid specs already logged
 }
 
+// newView returns an empty view.
+func newView() *view {
+	return &view{
+		members: map[string]assignment.Member{},
+		syncs:   map[string]assignment.Sync{},
+		invalid: map[string]error{},
+		targets: map[string]*targetKeys{},
+		owners:  map[string]owner{},
+		ignored: map[string]int64{},
+	}
+}
+
 // loadView reads members, syncs, targets and owners at one revision.
 func loadView(ctx context.Context, cli *clientv3.Client, k keys.Layout) (*view, int64, error) {
 	resp, err := cli.Txn(ctx).Then(
@@ -62,14 +74,7 @@ func loadView(ctx context.Context, cli *clientv3.Client, k keys.Layout) (*view, 
 	if err != nil {
 		return nil, 0, err
 	}
-	v := &view{
-		members: map[string]assignment.Member{},
-		syncs:   map[string]assignment.Sync{},
-		invalid: map[string]error{},
-		targets: map[string]*targetKeys{},
-		owners:  map[string]owner{},
-		ignored: map[string]int64{},
-	}
+	v := newView()
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		v.applyMember(k, kv, false)
 	}
