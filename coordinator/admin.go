@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -129,20 +128,17 @@ func (a *Admin) awaitDrain(ctx context.Context, key string, kv *mvccpb.KeyValue,
 // which would revive a dead member, nor over a newer record), unless it is
 // there already.
 func (a *Admin) requestDrain(ctx context.Context, key string, kv *mvccpb.KeyValue) (bool, error) {
-	rec, err := memberFields(kv.Value)
+	st, err := readDrain(kv.Value)
 	if err != nil {
 		return false, fmt.Errorf("coordinator: drain: %s is not a member record: %w", key, err)
 	}
-	requested := string(rec[drainRequest]) == "true"
-	if string(rec["draining"]) == "true" && !requested {
+	switch st {
+	case drainAnswered:
 		return true, nil
-	}
-	if requested {
+	case drainAsked:
 		return false, nil // asked already: wait for the answer
 	}
-	rec["draining"] = json.RawMessage("true")
-	rec[drainRequest] = json.RawMessage("true")
-	val, err := json.Marshal(rec)
+	val, err := askDrain(kv.Value)
 	if err != nil {
 		return false, err
 	}

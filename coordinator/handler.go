@@ -19,9 +19,29 @@ import (
 //
 // A panic in a callback is recovered and treated as an error.
 //
-// Callbacks must not call Drain or Leave (they wait for revokes, and would
-// wait for themselves): such calls return ErrCalledFromCallback when made
-// on a callback's goroutine or a Runner's run goroutine, whatever ctx they
+// The *Claim: OnAssign, OnUpdate and OnRevoke of one ownership get the same
+// *Claim. Without an Updater, a spec change is OnRevoke(SpecChanged) then
+// OnAssign again with that same *Claim (same token), whose Sync() now
+// returns the new spec. A *Claim may be kept after OnRevoke returns, and its
+// methods stay safe to call, but it no longer proves anything: the owner key
+// is released, so Guard fails in a Txn, SaveCheckpoint returns
+// assignment.ErrNotOwner and Valid reports false; a later ownership of the
+// sync, here or elsewhere, gets a new *Claim with a higher token.
+//
+// A callback that blocks holds up its own sync only: callbacks run on the
+// sync's goroutine, so while OnAssign or OnUpdate has not returned, the
+// sync gets no further callback — its revoke (a move, a drain, Leave, a
+// lease at risk) and its spec changes wait for it, and so do Drain and
+// Leave, which wait for every revoke. Other syncs go on meanwhile. An
+// OnAssign that ignores its ctx past the claim's deadline delays the
+// lease-lost revoke until it returns: only fenced writes (the token)
+// protect downstream then.
+//
+// From a callback, the Coordinator's MemberID, IsLeader, Owned, Done and
+// Err are safe to call, as are a Claim's methods, a SyncStore, an Admin and
+// Describe. Drain and Leave are not (they wait for revokes, and would wait
+// for themselves): they return ErrCalledFromCallback when called on a
+// callback's goroutine or a Runner's run goroutine, whatever ctx they
 // pass, or with a ctx derived from a callback's. A goroutine of your own
 // that a callback waits for cannot be recognised: do not call them there.
 type Handler interface {
@@ -30,8 +50,8 @@ type Handler interface {
 	// work started here must stop when ctx is done. OnAssign should return
 	// quickly: start the work on a goroutine (or use Runner). An error
 	// (or panic) is followed by OnRevoke(Failed), the claim is released, and
-	// the sync is claimed again after a backoff. The Claim may be kept until
-	// OnRevoke returns.
+	// the sync is claimed again after a backoff. The Claim proves ownership
+	// until OnRevoke returns (see Handler on keeping it longer).
 	OnAssign(ctx context.Context, c *assignment.Claim) error
 	// OnRevoke is called when ownership ends, with the reason; it must stop
 	// the sync's work before it returns. The claim is released (another

@@ -16,29 +16,12 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 )
 
-// drainRequest is the field Admin.Drain adds to a member record: the member
-// answers by writing its record itself, without it (see worker.keepMember).
-const drainRequest = "drain_requested"
-
-// memberFields decodes a member record into its fields, keeping any the
-// code does not know.
-func memberFields(value []byte) (map[string]json.RawMessage, error) {
-	var rec map[string]json.RawMessage
-	if err := json.Unmarshal(value, &rec); err != nil {
-		return nil, err
-	}
-	if rec == nil {
-		return nil, errors.New("null")
-	}
-	return rec, nil
-}
-
-// drainRequested reports whether a member record carries Admin.Drain's
-// request, which the member answers by writing its record itself.
-func drainRequested(value []byte) bool {
-	rec, err := memberFields(value)
-	return err == nil && string(rec[drainRequest]) == "true"
-}
+// Membership: a member's record at members/<id>, held by its session's
+// lease. register writes it when a session starts (Join, and each rejoin
+// after a lost session); keepMember keeps it right while the session lives
+// (puts it back if deleted, writes the drain flag); the lease's revoke, or
+// its expiry, deregisters the member. The drain request that an operator
+// writes into the record (Admin.Drain) is read and written here too.
 
 // register starts a session and registers the member key with it.
 func (c *Coordinator) register(ctx context.Context) (*session, error) {
@@ -117,48 +100,13 @@ func (c *Coordinator) memberValue(draining bool) string {
 	return string(encodeMember(assignment.Member{ID: c.o.memberID, Weight: c.o.weight, Labels: c.o.labels, Draining: draining}))
 }
 
-// othersCanTakeOver reports whether another live, non-draining member is
-// registered.
-func (c *Coordinator) othersCanTakeOver(ctx context.Context) (bool, error) {
-	resp, err := c.cli.Get(ctx, c.keys.Members(), clientv3.WithPrefix())
-	if err != nil {
-		return false, err
-	}
-	for _, kv := range resp.Kvs {
-		id, ok := keys.ID(c.keys.Members(), string(kv.Key))
-		if !ok || id == c.o.memberID || kv.Lease == 0 {
-			continue // a key without a lease is no live member
-		}
-		if m, err := decodeMember(id, kv.Value); err == nil && !m.Draining {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// memberTrouble ends the session when another one holds the member ID;
-// any other error is logged, and the write is tried again (memberPending).
-func (w *worker) memberTrouble(err error) {
-	if errors.Is(err, errMemberIDTaken) {
-		w.c.log.Error("member key taken by another session; starting a new session", "error", err)
-		w.sess.markAtRisk(err)
-		return
-	}
-	w.memberPending.Store(true)
-	w.c.log.Warn("updating the member key failed, retrying", "error", err)
-}
-
-// errMemberIDTaken: members/<self> is held by another lease.
-var errMemberIDTaken = errors.New("coordinator: member key held by another session")
-
 // keepMember makes members/<self> say what this member is, given the key as
 // last seen (nil: deleted, or to be read). It puts the key back on the
 // session's lease if it was deleted (an operator's mistake: a member
 // without a key gets no syncs, yet campaigns); it adopts a drain set from
 // outside (Admin.Drain) and acknowledges it by writing the key itself,
 // which Admin.Drain waits for; and it writes the drain that Drain asked
-// for. It returns
-// errMemberIDTaken when another lease holds the key.
+// for. It returns errMemberIDTaken when another lease holds the key.
 func (w *worker) keepMember(kv *mvccpb.KeyValue) error {
 	w.mu.Lock()
 	leaving := w.leaving
@@ -181,13 +129,23 @@ func (w *worker) keepMember(kv *mvccpb.KeyValue) error {
 			return nil
 		}
 	}
-	key := w.c.keys.Member(w.c.o.memberID)
 	draining := w.c.draining.Load()
+	if err := w.writeMember(draining); err != nil {
+		return err
+	}
+	w.memberPending.Store(false)
+	w.showDrain(draining)
+	return nil
+}
+
+// writeMember writes members/<self> as this member, draining or not: over
+// the key while it is this session's, else only if it is absent or has no
+// lease (written by hand: no live session holds it). It returns
+// errMemberIDTaken when another lease holds the key.
+func (w *worker) writeMember(draining bool) error {
+	key := w.c.keys.Member(w.c.o.memberID)
 	put := clientv3.OpPut(key, w.c.memberValue(draining), clientv3.WithLease(w.sess.id))
-	// Overwrite the key only while it is ours; else only if it is absent
-	// or has no lease (written by hand: no live session holds it). An
-	// absent key's lease compares as 0.
-	// Bounded like a claim: a Txn stuck on an unresponsive etcd member
+	// An absent key's lease compares as 0. Bounded like a claim: a Txn stuck on an unresponsive etcd member
 	// must not hold the worker's watches up.
 	ctx, cancel := context.WithTimeout(w.ctx, w.sess.ttl/2)
 	defer cancel()
@@ -213,9 +171,22 @@ func (w *worker) keepMember(kv *mvccpb.KeyValue) error {
 		}
 		w.c.log.Warn("member key was deleted or overwritten by hand; registered again")
 	}
-	w.memberPending.Store(false)
-	w.showDrain(draining)
 	return nil
+}
+
+// errMemberIDTaken: members/<self> is held by another lease.
+var errMemberIDTaken = errors.New("coordinator: member key held by another session")
+
+// memberTrouble ends the session when another one holds the member ID;
+// any other error is logged, and the write is tried again (memberPending).
+func (w *worker) memberTrouble(err error) {
+	if errors.Is(err, errMemberIDTaken) {
+		w.c.log.Error("member key taken by another session; starting a new session", "error", err)
+		w.sess.markAtRisk(err)
+		return
+	}
+	w.memberPending.Store(true)
+	w.c.log.Warn("updating the member key failed, retrying", "error", err)
 }
 
 // showDrain records whether the member key says draining, and wakes Drain.
@@ -223,4 +194,90 @@ func (w *worker) showDrain(draining bool) {
 	if draining && !w.drainShown.Swap(true) {
 		w.c.notify()
 	}
+}
+
+// othersCanTakeOver reports whether another live, non-draining member is
+// registered.
+func (c *Coordinator) othersCanTakeOver(ctx context.Context) (bool, error) {
+	resp, err := c.cli.Get(ctx, c.keys.Members(), clientv3.WithPrefix())
+	if err != nil {
+		return false, err
+	}
+	for _, kv := range resp.Kvs {
+		id, ok := keys.ID(c.keys.Members(), string(kv.Key))
+		if !ok || id == c.o.memberID || kv.Lease == 0 {
+			continue // a key without a lease is no live member
+		}
+		if m, err := decodeMember(id, kv.Value); err == nil && !m.Draining {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// The drain request. Admin.Drain asks a member to drain by rewriting the
+// member's record with draining set and the drainRequest field added,
+// keeping every other field (a newer member may write fields this code
+// does not know). The member answers by writing its record itself, with
+// draining set and without the request (keepMember); Admin.Drain waits for
+// that answer, so a request lost with a record the lease took away is
+// asked again on the member's next record.
+
+// drainRequest is the field Admin.Drain adds to a member record: the member
+// answers by writing its record itself, without it (see worker.keepMember).
+const drainRequest = "drain_requested"
+
+// drainState is what a member record says about a drain request.
+type drainState int
+
+const (
+	drainNotAsked drainState = iota // not draining, not asked
+	drainAsked                      // asked; the member has not answered yet
+	drainAnswered                   // the member itself says it drains
+)
+
+// readDrain reads the drain state of a member record.
+func readDrain(value []byte) (drainState, error) {
+	rec, err := memberFields(value)
+	if err != nil {
+		return drainNotAsked, err
+	}
+	switch {
+	case string(rec[drainRequest]) == "true":
+		return drainAsked, nil
+	case string(rec["draining"]) == "true":
+		return drainAnswered, nil
+	}
+	return drainNotAsked, nil
+}
+
+// askDrain returns the member record value with the drain asked for.
+func askDrain(value []byte) ([]byte, error) {
+	rec, err := memberFields(value)
+	if err != nil {
+		return nil, err
+	}
+	rec["draining"] = json.RawMessage("true")
+	rec[drainRequest] = json.RawMessage("true")
+	return json.Marshal(rec)
+}
+
+// drainRequested reports whether a member record carries Admin.Drain's
+// request, which the member answers by writing its record itself.
+func drainRequested(value []byte) bool {
+	rec, err := memberFields(value)
+	return err == nil && string(rec[drainRequest]) == "true"
+}
+
+// memberFields decodes a member record into its fields, keeping any the
+// code does not know.
+func memberFields(value []byte) (map[string]json.RawMessage, error) {
+	var rec map[string]json.RawMessage
+	if err := json.Unmarshal(value, &rec); err != nil {
+		return nil, err
+	}
+	if rec == nil {
+		return nil, errors.New("null")
+	}
+	return rec, nil
 }
