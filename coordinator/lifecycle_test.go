@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,24 +18,40 @@ import (
 	"github.com/baton-go/baton/internal/etcdtest"
 )
 
+// TestRunnerFailureIsRetried: a run function that fails is revoked,
+// released and claimed again after a backoff: each retry runs under a new
+// claim, with a higher token, and the run that keeps going is the claim
+// the member owns.
 func TestRunnerFailureIsRetried(t *testing.T) {
 	w := newWorld(t, nil)
 	w.putSyncs("s")
-	var runs atomic.Int64
+	var mu sync.Mutex
+	var tokens []int64
 	h := coordinator.Runner(func(ctx context.Context, c *assignment.Claim) error {
+		mu.Lock()
+		tokens = append(tokens, c.Token())
+		n := len(tokens)
+		mu.Unlock()
 		w.rec.Start("m1", c.ID(), c.Token())
 		defer w.rec.End("m1", c.ID(), c.Token())
-		if runs.Add(1) <= 2 {
+		if n <= 2 {
 			return errors.New("source unavailable")
 		}
 		<-ctx.Done()
 		return nil
 	})
 	m := w.join("m1", nil, h)
-	require.True(t, waitUntil(10*time.Second, func() bool { return runs.Load() >= 3 }), "run retried after failures")
-	require.True(t, waitUntil(5*time.Second, func() bool { return len(m.co.Owned()) == 1 }))
-	tokens := m.co.Owned()[0].Token()
-	require.Positive(t, tokens)
+	runs := func() []int64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(tokens)
+	}
+	require.True(t, waitUntil(10*time.Second, func() bool { return len(runs()) >= 3 && len(m.co.Owned()) == 1 }), "run retried after failures")
+	got := runs()
+	require.Len(t, got, 3, "the run that did not fail is not restarted")
+	require.Less(t, got[0], got[1], "a retry is a new claim: %v", got)
+	require.Less(t, got[1], got[2], "a retry is a new claim: %v", got)
+	require.Equal(t, got[2], m.co.Owned()[0].Token(), "the member owns the claim of the run that keeps going")
 }
 
 func TestAssignErrorAndPanicAreRecovered(t *testing.T) {

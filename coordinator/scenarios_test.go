@@ -308,30 +308,37 @@ func TestInvalidInput(t *testing.T) {
 	for name, tc := range map[string]struct {
 		group string
 		opts  []coordinator.Option
-		want  error
+		is    error  // the error wraps it, if set
+		says  string // the message says it
 	}{
-		"group with slash":  {group: "a/b", want: assignment.ErrInvalidID},
-		"empty group":       {group: "", want: assignment.ErrInvalidID},
-		"dot-dot group":     {group: "..", want: assignment.ErrInvalidID},
-		"control character": {group: "g", opts: []coordinator.Option{coordinator.WithMemberID("a\x00b")}, want: assignment.ErrInvalidID},
-		"long member":       {group: "g", opts: []coordinator.Option{coordinator.WithMemberID(string(make([]byte, 200)))}, want: assignment.ErrInvalidID},
-		"bad prefix":        {group: "g", opts: []coordinator.Option{coordinator.WithPrefix("no-slash")}, want: assignment.ErrInvalidID},
-		"ttl too short":     {group: "g", opts: []coordinator.Option{coordinator.WithTTL(500 * time.Millisecond)}},
-		"revoke timeout":    {group: "g", opts: []coordinator.Option{coordinator.WithTTL(4 * time.Second), coordinator.WithRevokeTimeout(2 * time.Second)}},
-		"zero weight":       {group: "g", opts: []coordinator.Option{coordinator.WithWeight(0)}},
+		"group with slash":  {group: "a/b", is: assignment.ErrInvalidID, says: `"a/b"`},
+		"empty group":       {group: "", is: assignment.ErrInvalidID, says: "group"},
+		"dot-dot group":     {group: "..", is: assignment.ErrInvalidID, says: `".."`},
+		"control character": {group: "g", opts: []coordinator.Option{coordinator.WithMemberID("a\x00b")}, is: assignment.ErrInvalidID, says: "WithMemberID"},
+		"long member":       {group: "g", opts: []coordinator.Option{coordinator.WithMemberID(string(make([]byte, 200)))}, is: assignment.ErrInvalidID, says: "WithMemberID"},
+		"bad prefix":        {group: "g", opts: []coordinator.Option{coordinator.WithPrefix("no-slash")}, is: assignment.ErrInvalidID, says: "WithPrefix"},
+		"ttl too short":     {group: "g", opts: []coordinator.Option{coordinator.WithTTL(500 * time.Millisecond)}, says: "WithTTL(500ms): TTL must be at least 1s"},
+		"ttl fraction":      {group: "g", opts: []coordinator.Option{coordinator.WithTTL(1500 * time.Millisecond)}, says: "WithTTL(1.5s): etcd leases have whole seconds"},
+		"revoke timeout":    {group: "g", opts: []coordinator.Option{coordinator.WithTTL(4 * time.Second), coordinator.WithRevokeTimeout(2 * time.Second)}, says: "WithRevokeTimeout(2s) must be less than TTL/2 (2s)"},
+		"negative settle":   {group: "g", opts: []coordinator.Option{coordinator.WithSettle(-time.Second)}, says: "WithSettle(-1s): must not be negative"},
+		"zero weight":       {group: "g", opts: []coordinator.Option{coordinator.WithWeight(0)}, says: "WithWeight(0): weight must be at least 1"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := coordinator.New(cli, tc.group, h, tc.opts...)
-			require.Error(t, err)
-			if tc.want != nil {
-				require.ErrorIs(t, err, tc.want)
+			require.ErrorContains(t, err, tc.says)
+			if tc.is != nil {
+				require.ErrorIs(t, err, tc.is)
 			}
 		})
 	}
-	_, err := coordinator.New(nil, "g", h)
-	require.Error(t, err)
+	// Every wrong setting is named at once, not only the first.
+	_, err := coordinator.New(cli, "g", h, coordinator.WithWeight(0), coordinator.WithTTL(500*time.Millisecond))
+	require.ErrorContains(t, err, "WithWeight(0)")
+	require.ErrorContains(t, err, "WithTTL(500ms)")
+	_, err = coordinator.New(nil, "g", h)
+	require.ErrorContains(t, err, "nil etcd client")
 	_, err = coordinator.New(cli, "g", nil)
-	require.Error(t, err)
+	require.ErrorContains(t, err, "nil Handler")
 
 	ctx := context.Background()
 	require.ErrorIs(t, w.store.Put(ctx, assignment.Sync{ID: "../x"}), assignment.ErrInvalidID)
