@@ -53,6 +53,35 @@ func (c *Coordinator) balance(ctx context.Context, in rebalance.Input, calls *ba
 	}
 	bctx, cancel := context.WithTimeout(ctx, c.o.ttl)
 	defer cancel()
+	r, abandoned := c.callBalancer(bctx, in, calls)
+	switch {
+	case abandoned && ctx.Err() != nil:
+		return nil, context.Cause(ctx)
+	case abandoned:
+		c.m.balancerError("timeout")
+		return nil, fmt.Errorf("coordinator: balancer ignored its ctx past its %v budget; the call is abandoned, and the built-in Sticky balancer plans until it returns",
+			c.o.ttl)
+	case errors.Is(r.err, errBalancerPanic):
+		c.m.balancerError("panic")
+		return nil, r.err
+	case r.err != nil:
+		c.m.balancerError("error")
+		return nil, fmt.Errorf("coordinator: balancer: %w", r.err)
+	case bctx.Err() != nil && ctx.Err() == nil:
+		c.m.balancerError("timeout")
+		return nil, fmt.Errorf("coordinator: balancer overran its %v budget", c.o.ttl)
+	case r.plan == nil:
+		r.plan = assignment.Plan{}
+	}
+	return r.plan, nil
+}
+
+// callBalancer calls the Balancer with bctx on a goroutine of its own, a
+// panic recovered as an error, and waits for it until bctx ends. A
+// Balancer that honours its ctx returns then: the call is waited for a
+// grace more, and abandoned only if it ignores its ctx; calls.abandoned
+// then stays set until it returns.
+func (c *Coordinator) callBalancer(bctx context.Context, in rebalance.Input, calls *balancerCalls) (r balanceResult, abandoned bool) {
 	done := make(chan balanceResult, 1)
 	var state atomic.Int32 // 0 running, 1 returned in time, 2 abandoned
 	go func() {
@@ -68,45 +97,24 @@ func (c *Coordinator) balance(ctx context.Context, in rebalance.Input, calls *ba
 		}()
 		r.plan, r.err = c.o.balancer.Balance(bctx, in)
 	}()
-	var r balanceResult
 	select {
 	case r = <-done:
+		return r, false
 	case <-bctx.Done():
-		// A Balancer that honours its ctx returns now: wait a moment for
-		// it, so that a call is abandoned (and the fallback plans) only
-		// when the Balancer ignores its ctx.
-		select {
-		case r = <-done:
-			goto returned
-		case <-time.After(balancerGrace):
-		}
-		calls.abandoned.Store(true)
-		if state.CompareAndSwap(0, 2) {
-			if ctx.Err() != nil {
-				return nil, context.Cause(ctx)
-			}
-			c.m.balancerError("timeout")
-			return nil, fmt.Errorf("coordinator: balancer ignored its ctx past its %v budget; the call is abandoned, and the built-in Sticky balancer plans until it returns",
-				c.o.ttl)
-		}
-		calls.abandoned.Store(false) // it returned just now
-		r = <-done
 	}
-returned:
-	switch {
-	case errors.Is(r.err, errBalancerPanic):
-		c.m.balancerError("panic")
-		return nil, r.err
-	case r.err != nil:
-		c.m.balancerError("error")
-		return nil, fmt.Errorf("coordinator: balancer: %w", r.err)
-	case bctx.Err() != nil && ctx.Err() == nil:
-		c.m.balancerError("timeout")
-		return nil, fmt.Errorf("coordinator: balancer overran its %v budget", c.o.ttl)
-	case r.plan == nil:
-		r.plan = assignment.Plan{}
+	grace := time.NewTimer(balancerGrace)
+	defer grace.Stop()
+	select {
+	case r = <-done:
+		return r, false
+	case <-grace.C:
 	}
-	return r.plan, nil
+	calls.abandoned.Store(true)
+	if state.CompareAndSwap(0, 2) {
+		return balanceResult{}, true
+	}
+	calls.abandoned.Store(false) // it returned just now
+	return <-done, false
 }
 
 var errBalancerPanic = errors.New("coordinator: balancer panicked")

@@ -281,18 +281,7 @@ func (c *Coordinator) epoch(sess *session) outcome {
 	go func() { defer wg.Done(); w.run() }()
 	go func() { defer wg.Done(); c.campaign(ectx, sess) }()
 
-	var out outcome
-	select {
-	case <-sess.AtRisk():
-		out = sessionAtRisk
-	case <-c.cli.Ctx().Done():
-		out = clientClosed
-	case <-c.leaveReq.Done():
-		out = left
-	}
-	if out == sessionAtRisk && c.clientClosed() {
-		out = clientClosed
-	}
+	out := c.awaitEpochEnd(sess)
 	if out == left {
 		// Leave's ctx bounds the rest: once it ends, the session is given
 		// up, which ends the releases still retrying and the election's
@@ -312,19 +301,42 @@ func (c *Coordinator) epoch(sess *session) outcome {
 	c.mu.Unlock()
 	c.notify()
 
+	c.endSession(sess, out)
+	return out
+}
+
+// awaitEpochEnd waits until the session's lease is at risk, the client
+// closes, or Leave is called, and says which.
+func (c *Coordinator) awaitEpochEnd(sess *session) outcome {
+	select {
+	case <-sess.AtRisk():
+		if c.clientClosed() {
+			return clientClosed
+		}
+		return sessionAtRisk
+	case <-c.cli.Ctx().Done():
+		return clientClosed
+	case <-c.leaveReq.Done():
+		return left
+	}
+}
+
+// endSession closes the session of an epoch that ended with out: after
+// Leave it revokes the lease within Leave's ctx (which deregisters the
+// member); after a lease at risk it revokes it if etcd can still be
+// reached, so the syncs are free at once rather than at expiry; with the
+// client closed it leaves the lease to expire.
+func (c *Coordinator) endSession(sess *session, out outcome) {
 	switch out {
 	case left:
 		sess.closeAndRevoke(c.leaveCtx)
 	case sessionAtRisk:
-		// Give the lease back if etcd can still be reached, so the syncs
-		// are free at once rather than at expiry.
-		rctx, rcancel := context.WithTimeout(context.Background(), c.o.revokeTimeout)
+		rctx, cancel := context.WithTimeout(context.Background(), c.o.revokeTimeout)
+		defer cancel()
 		sess.closeAndRevoke(rctx)
-		rcancel()
 	default:
 		sess.close()
 	}
-	return out
 }
 
 // leaveGracefully revokes every sync with reason Leaving and releases
@@ -358,13 +370,20 @@ func (c *Coordinator) Drain(ctx context.Context) error {
 	if err := c.checkCall(ctx); err != nil {
 		return err
 	}
-	return c.drain(ctx, false)
+	return c.drain(ctx, drainToStay)
 }
 
+// drainPurpose says what a drain is for, which decides when it is done.
+type drainPurpose int
+
+const (
+	drainToStay  drainPurpose = iota // Drain: the member lives on, drained
+	drainToLeave                     // Leave: a member between sessions counts as drained
+)
+
 // drain marks the member draining (the worker writes it into the member
-// key) and waits until it is drained; for Leave, a member between sessions
-// also counts as drained: it owns nothing, and the session it had is gone.
-func (c *Coordinator) drain(ctx context.Context, leaving bool) error {
+// key) and waits until it is drained.
+func (c *Coordinator) drain(ctx context.Context, purpose drainPurpose) error {
 	if !c.draining.Swap(true) {
 		c.log.Info("draining")
 	}
@@ -376,7 +395,7 @@ func (c *Coordinator) drain(ctx context.Context, leaving bool) error {
 	}
 	for {
 		ch := c.changedCh()
-		if c.drained(leaving) {
+		if c.drained(purpose) {
 			return nil
 		}
 		select {
@@ -390,8 +409,10 @@ func (c *Coordinator) drain(ctx context.Context, leaving bool) error {
 }
 
 // drained reports whether the member owns nothing, and its worker has an
-// empty target, no actor, and a member key that says draining.
-func (c *Coordinator) drained(leaving bool) bool {
+// empty target, no actor, and a member key that says draining. To leave, a
+// member between sessions also counts as drained: it owns nothing, and the
+// session it had is gone.
+func (c *Coordinator) drained(purpose drainPurpose) bool {
 	hook(testHooks.drainCheck)
 	c.mu.Lock()
 	w, owned, rejoining := c.w, len(c.owned), c.rejoining
@@ -400,7 +421,7 @@ func (c *Coordinator) drained(leaving bool) bool {
 		return false
 	}
 	if w == nil {
-		return leaving && rejoining
+		return purpose == drainToLeave && rejoining
 	}
 	// Until the member key says draining, the leader may target syncs
 	// here at any moment.
@@ -458,7 +479,7 @@ func (c *Coordinator) drainForLeave(ctx context.Context) error {
 			cancel()
 		}
 	}()
-	err := c.drain(dctx, true)
+	err := c.drain(dctx, drainToLeave)
 	cancel()
 	<-done
 	if alone.Load() {

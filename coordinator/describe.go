@@ -82,10 +82,17 @@ func Describe(ctx context.Context, cli *clientv3.Client, group string, opts ...O
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: describe %q: leader: %w", group, err)
 	}
-	st := &GroupStatus{Group: group, Revision: rev, Generation: v.gen, PlanError: v.planError}
+	st := v.status(group, rev)
 	if len(lresp.Kvs) > 0 {
 		st.Leader = string(lresp.Kvs[0].Value)
 	}
+	return st, nil
+}
+
+// status is the group's status as the view has it, read at rev, without
+// the leader.
+func (v *view) status(group string, rev int64) *GroupStatus {
+	st := &GroupStatus{Group: group, Revision: rev, Generation: v.gen, PlanError: v.planError}
 	targetOf := v.targetOf()
 	counts := map[string]*MemberStatus{}
 	for _, id := range slices.Sorted(maps.Keys(v.members)) {
@@ -115,5 +122,5 @@ func Describe(ctx context.Context, cli *clientv3.Client, group string, opts ...O
 	for _, key := range slices.Sorted(maps.Keys(v.invalid)) {
 		st.Invalid = append(st.Invalid, InvalidSync{Key: key, Error: v.invalid[key].Error()})
 	}
-	return st, nil
+	return st
 }

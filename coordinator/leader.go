@@ -377,34 +377,7 @@ func (c *Coordinator) writeTargets(ctx context.Context, guard clientv3.Cmp, v *v
 		if !resp.Succeeded {
 			return len(chunks), largest, effective, errNotLeader
 		}
-		rev := resp.Header.Revision
-		for i, w := range chunk {
-			t := v.targets[w.member]
-			switch w.kind {
-			case writePut:
-				if t == nil {
-					t = &targetKeys{}
-					v.targets[w.member] = t
-				}
-				t.set(w.suffix, rev, w.rec)
-				effective++
-			case writeDelete:
-				if t != nil {
-					t.del(w.suffix)
-				}
-				effective++
-			case writeDrop:
-				if resp.Responses[i].GetResponseTxn().GetSucceeded() {
-					delete(v.targets, w.member)
-					effective++
-				}
-			case writeStatus:
-				v.planError, v.statusUnknown = "", false
-			}
-			if t != nil && t.empty() {
-				delete(v.targets, w.member)
-			}
-		}
+		effective += v.recordWrites(chunk, resp)
 	}
 	return len(chunks), largest, effective, nil
 }

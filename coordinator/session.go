@@ -172,24 +172,11 @@ func (s *session) keepAlive(ctx context.Context) {
 		sent, resp, err := s.renew(ctx, s.atRiskAt())
 		switch {
 		case err == nil && resp.TTL > 0:
-			d := leaseDeadline(sent, time.Duration(resp.TTL)*time.Second)
-			s.mu.Lock()
-			if d.After(s.deadline) {
-				s.deadline = d
-			}
-			s.mu.Unlock()
-			s.m.deadlineMargin(time.Until(d))
+			s.extend(leaseDeadline(sent, time.Duration(resp.TTL)*time.Second))
 			risk.Reset(time.Until(s.atRiskAt()))
 			next.Reset(s.interval)
 			if csDone == nil {
-				// The lease lives: campaign with a new concurrency session.
-				if cs, err := concurrency.NewSession(s.cli, concurrency.WithLease(s.id), concurrency.WithContext(s.atRisk)); err == nil {
-					s.log.Info("etcd keep-alive stream ended while the lease lived; new concurrency session")
-					s.mu.Lock()
-					s.election = cs
-					s.mu.Unlock()
-					csDone = cs.Done()
-				}
+				csDone = s.renewElection()
 			}
 		case err == nil || errors.Is(err, rpctypes.ErrLeaseNotFound):
 			s.markAtRisk(errLeaseGone)
@@ -203,6 +190,32 @@ func (s *session) keepAlive(ctx context.Context) {
 			next.Reset(max(s.interval/4, 20*time.Millisecond))
 		}
 	}
+}
+
+// extend moves the deadline to d, if that is later.
+func (s *session) extend(d time.Time) {
+	s.mu.Lock()
+	if d.After(s.deadline) {
+		s.deadline = d
+	}
+	s.mu.Unlock()
+	s.m.deadlineMargin(time.Until(d))
+}
+
+// renewElection replaces the concurrency session the election campaigns
+// with, whose keep-alive ended while the lease lives. It returns the new
+// one's Done channel, or nil if it could not be made (the next renewal
+// tries again).
+func (s *session) renewElection() <-chan struct{} {
+	cs, err := concurrency.NewSession(s.cli, concurrency.WithLease(s.id), concurrency.WithContext(s.atRisk))
+	if err != nil {
+		return nil
+	}
+	s.log.Info("etcd keep-alive stream ended while the lease lived; new concurrency session")
+	s.mu.Lock()
+	s.election = cs
+	s.mu.Unlock()
+	return cs.Done()
 }
 
 // renew renews the lease once, waiting at most until deadline, and returns

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -161,54 +160,36 @@ func TestChunkWritesStayWithinLimits(t *testing.T) {
 	require.Error(t, err)
 }
 
-// faultyKV answers Txns with an error while fail is set: after applying
-// them when applied is set (the reply was lost), else without.
-type faultyKV struct {
-	clientv3.KV
+// leaderFaults, as an intercept of the leader's Txns (interceptLeaderKV),
+// answers them with an error while fail is set: after applying them when
+// applied is set (the reply was lost), else without. A Txn that writes
+// status/leader only is never failed, nor counted.
+type leaderFaults struct {
 	fail, applied atomic.Bool
 	failed        atomic.Int32
 	onlyNth       atomic.Int32 // > 0: fail only the nth Txn from now
 	seen          atomic.Int32
 }
 
-func (k *faultyKV) Txn(ctx context.Context) clientv3.Txn {
-	return &faultyTxn{Txn: k.KV.Txn(ctx), kv: k}
-}
-
-type faultyTxn struct {
-	clientv3.Txn
-	kv     *faultyKV
-	status bool // writes status/leader only: never failed
-}
-
-func (t *faultyTxn) If(cs ...clientv3.Cmp) clientv3.Txn { t.Txn = t.Txn.If(cs...); return t }
-func (t *faultyTxn) Then(ops ...clientv3.Op) clientv3.Txn {
-	t.status = len(ops) > 0
-	for _, op := range ops {
-		t.status = t.status && strings.HasSuffix(string(op.KeyBytes()), "/status/leader")
+func (f *leaderFaults) intercept(tx *ctlTxn) (*clientv3.TxnResponse, error, bool) {
+	if tx.statusOnly() {
+		return nil, nil, false
 	}
-	t.Txn = t.Txn.Then(ops...)
-	return t
-}
-func (t *faultyTxn) Commit() (*clientv3.TxnResponse, error) {
-	if t.status {
-		return t.Txn.Commit()
-	}
-	n := t.kv.seen.Add(1)
-	fail := t.kv.fail.Load()
-	if nth := t.kv.onlyNth.Load(); nth > 0 {
+	n := f.seen.Add(1)
+	fail := f.fail.Load()
+	if nth := f.onlyNth.Load(); nth > 0 {
 		fail = n == nth
 	}
 	if !fail {
-		return t.Txn.Commit()
+		return nil, nil, false
 	}
-	t.kv.failed.Add(1)
-	if t.kv.applied.Load() {
-		if _, err := t.Txn.Commit(); err != nil {
-			return nil, err
+	f.failed.Add(1)
+	if f.applied.Load() {
+		if _, err := tx.commit(tx.ctx); err != nil {
+			return nil, err, true
 		}
 	}
-	return nil, fmt.Errorf("injected: reply lost")
+	return nil, fmt.Errorf("injected: reply lost"), true
 }
 
 // setSmallTargets makes targets split at a few hundred bytes and Txns
@@ -244,32 +225,17 @@ func ownedIDs(c *Coordinator) []string {
 // after being applied is repaired by the next round.
 func TestPlanWriteFailureIsReportedAndRepaired(t *testing.T) {
 	setSmallTargets(t)
-	kv := &faultyKV{}
-	var mu sync.Mutex
-	testHookLeaderKV = func(inner clientv3.KV) clientv3.KV {
-		mu.Lock()
-		defer mu.Unlock()
-		kv.KV = inner
-		return kv
-	}
-	t.Cleanup(func() { testHookLeaderKV = nil })
+	kv := &leaderFaults{}
+	interceptLeaderKV(t, kv.intercept)
 	kv.fail.Store(true)
-	cl := etcdtest.NewCluster(t, 1)
-	cli := cl.Client(t)
-	all := putSyncs(t, cli, "planerr", 40)
-	c, err := New(cli, "planerr", HandlerFuncs{}, WithMemberID("m1"), WithTTL(time.Second), WithSettle(50*time.Millisecond))
-	require.NoError(t, err)
+	c, all := startLeader(t, "planerr", 40)
+	cli := c.cli
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	require.NoError(t, c.Join(ctx))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = c.Leave(ctx)
-	})
 	// While every target write fails: nothing owned, the error in
 	// Describe.
 	var st *GroupStatus
+	var err error
 	require.Eventually(t, func() bool {
 		st, err = Describe(ctx, cli, "planerr")
 		return err == nil && st.PlanError != ""

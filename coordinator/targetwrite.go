@@ -49,12 +49,6 @@ func planMoves(v *view, plan assignment.Plan) int {
 // Txn that deletes them all only while its member key is absent (it may
 // have registered again since the view last saw it).
 func targetWrites(k keys.Layout, v *view, in rebalance.Input, plan assignment.Plan, gen int64) (ws []targetWrite, written, dropped int) {
-	put := func(m, suffix string, rec targetRecord) {
-		key := k.Target(m) + suffix
-		val := encodeSorted(rec)
-		ws = append(ws, targetWrite{member: m, suffix: suffix, kind: writePut, op: clientv3.OpPut(key, string(val)),
-			rec: &rec, bytes: len(key) + len(val) + txnOpOverhead, ops: 1})
-	}
 	next := plan.ByMember()
 	for _, m := range in.Members {
 		syncs := next[m.ID]
@@ -63,49 +57,68 @@ func targetWrites(k keys.Layout, v *view, in rebalance.Input, plan assignment.Pl
 		if (clean && slices.Equal(cur, syncs)) || (v.targets[m.ID] == nil && len(syncs) == 0) {
 			continue
 		}
-		head, parts := splitTarget(gen, syncs, maxTargetValue)
-		keep := map[string]bool{"": true}
-		for i, p := range parts {
-			put(m.ID, partSuffix(i), p)
-			keep[partSuffix(i)] = true
-		}
-		put(m.ID, "", head)
-		if t := v.targets[m.ID]; t != nil {
-			for _, suffix := range slices.Sorted(maps.Keys(t.kvs)) {
-				if !keep[suffix] {
-					key := k.Target(m.ID) + suffix
-					ws = append(ws, targetWrite{member: m.ID, suffix: suffix, kind: writeDelete,
-						op: clientv3.OpDelete(key), bytes: len(key) + txnOpOverhead, ops: 1})
-				}
-			}
-		}
+		ws = appendTargetWrites(ws, k, v.targets[m.ID], m.ID, syncs, gen)
 		written++
 	}
 	for _, m := range slices.Sorted(maps.Keys(v.targets)) {
-		if _, live := v.members[m]; live {
-			continue
+		if _, live := v.members[m]; !live {
+			ws = append(ws, dropWrite(k, v, m))
+			dropped++
 		}
-		// Only while the member key is as the view has it: absent, or the
-		// very key it ignored (no lease, unreadable); a member that
-		// registered again meanwhile keeps its target. The keys are deleted
-		// one by one, never by prefix: only the leader's own keys go.
-		member := k.Member(m)
-		guard := clientv3.Compare(clientv3.CreateRevision(member), "=", 0)
-		if rev, ok := v.ignored[m]; ok {
-			guard = clientv3.Compare(clientv3.ModRevision(member), "=", rev)
-		}
-		bytes := len(member) + 2*txnOpOverhead
-		var dels []clientv3.Op
-		for _, suffix := range slices.Sorted(maps.Keys(v.targets[m].kvs)) {
-			key := k.Target(m) + suffix
-			dels = append(dels, clientv3.OpDelete(key))
-			bytes += len(key) + txnOpOverhead
-		}
-		ws = append(ws, targetWrite{member: m, kind: writeDrop, op: clientv3.OpTxn([]clientv3.Cmp{guard}, dels, nil),
-			bytes: bytes, ops: 2 + len(dels)})
-		dropped++
 	}
 	return ws, written, dropped
+}
+
+// appendTargetWrites appends the writes that make member m's target
+// (stored as cur, nil if absent) hold syncs: its parts, then its head,
+// then the deletes of the keys it no longer has.
+func appendTargetWrites(ws []targetWrite, k keys.Layout, cur *targetKeys, m string, syncs []string, gen int64) []targetWrite {
+	put := func(suffix string, rec targetRecord) {
+		key := k.Target(m) + suffix
+		val := encodeSorted(rec)
+		ws = append(ws, targetWrite{member: m, suffix: suffix, kind: writePut, op: clientv3.OpPut(key, string(val)),
+			rec: &rec, bytes: len(key) + len(val) + txnOpOverhead, ops: 1})
+	}
+	head, parts := splitTarget(gen, syncs, maxTargetValue)
+	keep := map[string]bool{"": true}
+	for i, p := range parts {
+		put(partSuffix(i), p)
+		keep[partSuffix(i)] = true
+	}
+	put("", head)
+	if cur == nil {
+		return ws
+	}
+	for _, suffix := range slices.Sorted(maps.Keys(cur.kvs)) {
+		if !keep[suffix] {
+			key := k.Target(m) + suffix
+			ws = append(ws, targetWrite{member: m, suffix: suffix, kind: writeDelete,
+				op: clientv3.OpDelete(key), bytes: len(key) + txnOpOverhead, ops: 1})
+		}
+	}
+	return ws
+}
+
+// dropWrite is the nested Txn that deletes departed member m's target
+// keys, only while its member key is as the view has it: absent, or the
+// very key it ignored (no lease, unreadable); a member that registered
+// again meanwhile keeps its target. The keys are deleted one by one, never
+// by prefix: only the leader's own keys go.
+func dropWrite(k keys.Layout, v *view, m string) targetWrite {
+	member := k.Member(m)
+	guard := clientv3.Compare(clientv3.CreateRevision(member), "=", 0)
+	if rev, ok := v.ignored[m]; ok {
+		guard = clientv3.Compare(clientv3.ModRevision(member), "=", rev)
+	}
+	bytes := len(member) + 2*txnOpOverhead
+	var dels []clientv3.Op
+	for _, suffix := range slices.Sorted(maps.Keys(v.targets[m].kvs)) {
+		key := k.Target(m) + suffix
+		dels = append(dels, clientv3.OpDelete(key))
+		bytes += len(key) + txnOpOverhead
+	}
+	return targetWrite{member: m, kind: writeDrop, op: clientv3.OpTxn([]clientv3.Cmp{guard}, dels, nil),
+		bytes: bytes, ops: 2 + len(dels)}
 }
 
 // statusWrite is the put of status/leader as st.
@@ -136,4 +149,39 @@ func chunkWrites(ws []targetWrite) ([][]targetWrite, error) {
 		out = append(out, ws[start:])
 	}
 	return out, nil
+}
+
+// recordWrites records in the view what the writes of one Txn that
+// succeeded did, at its revision, and returns how many took effect (a
+// refused drop does not).
+func (v *view) recordWrites(chunk []targetWrite, resp *clientv3.TxnResponse) (effective int) {
+	rev := resp.Header.Revision
+	for i, w := range chunk {
+		t := v.targets[w.member]
+		switch w.kind {
+		case writePut:
+			if t == nil {
+				t = &targetKeys{}
+				v.targets[w.member] = t
+			}
+			t.set(w.suffix, rev, w.rec)
+			effective++
+		case writeDelete:
+			if t != nil {
+				t.del(w.suffix)
+			}
+			effective++
+		case writeDrop:
+			if resp.Responses[i].GetResponseTxn().GetSucceeded() {
+				delete(v.targets, w.member)
+				effective++
+			}
+		case writeStatus:
+			v.planError, v.statusUnknown = "", false
+		}
+		if t != nil && t.empty() {
+			delete(v.targets, w.member)
+		}
+	}
+	return effective
 }

@@ -45,21 +45,15 @@ func status(t *testing.T, endpoints []string, group string) *coordinator.GroupSt
 	return &st
 }
 
-// waitStatus polls describe until cond holds.
+// waitStatus polls describe until cond holds, for at most 15s.
 func waitStatus(t *testing.T, endpoints []string, group string, what string, cond func(*coordinator.GroupStatus) bool) *coordinator.GroupStatus {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		st := status(t, endpoints, group)
-		if cond(st) {
-			return st
-		}
-		if time.Now().After(deadline) {
-			b, _ := json.MarshalIndent(st, "", "  ")
-			t.Fatalf("%s: not reached; last status:\n%s", what, b)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var st *coordinator.GroupStatus
+	if !etcdtest.WaitUntil(15*time.Second, func() bool { st = status(t, endpoints, group); return cond(st) }) {
+		b, _ := json.MarshalIndent(st, "", "  ")
+		t.Fatalf("%s: not reached; last status:\n%s", what, b)
 	}
+	return st
 }
 
 func member(t *testing.T, endpoints []string, group, id string) (*coordinator.Coordinator, *clientv3.Client) {
@@ -84,9 +78,9 @@ func TestBatonctl(t *testing.T) {
 	const g = "orders"
 
 	// Syncs first, through the tool.
-	mustCtl(t, eps, "-group", g, "syncs", "put", "db-1", "-spec", `{"table":"a"}`)
-	mustCtl(t, eps, "-group", g, "syncs", "put", "db-2", "-weight", "2", "-label", "zone=eu", "-spec", `{"table":"b"}`)
-	mustCtl(t, eps, "-group", g, "syncs", "put", "-spec", `{"table":"c"}`, "db-3")
+	require.Equal(t, "created db-1\n", mustCtl(t, eps, "-group", g, "syncs", "put", "db-1", "-spec", `{"table":"a"}`))
+	require.Equal(t, "created db-2\n", mustCtl(t, eps, "-group", g, "syncs", "put", "db-2", "-weight", "2", "-label", "zone=eu", "-spec", `{"table":"b"}`))
+	require.Equal(t, "created db-3\n", mustCtl(t, eps, "-group", g, "syncs", "put", "-spec", `{"table":"c"}`, "db-3"))
 	out := mustCtl(t, eps, "-group", g, "syncs", "put", "db-1", "-weight", "3")
 	require.Equal(t, "updated db-1\n", out)
 	var listed []syncJSON
@@ -209,18 +203,25 @@ func TestDrainRace(t *testing.T) {
 	require.Len(t, before.Kvs, 1)
 
 	errs := make(chan error, 9)
+	outs := make(chan string, 8)
 	for range 8 {
 		go func() {
-			_, errOut, err := ctl(t, eps, "-group", g, "drain", "m")
+			out, errOut, err := ctl(t, eps, "-group", g, "drain", "m")
 			if err != nil {
 				err = errors.Join(err, errors.New(errOut))
 			}
+			outs <- out
 			errs <- err
 		}()
 	}
 	go func() { errs <- co.Drain(ctx) }()
 	for range 9 {
 		require.NoError(t, <-errs)
+	}
+	// Each tool either wrote the drain or found it written: none is lost
+	// and none reports something else.
+	for range 8 {
+		require.Regexp(t, `^m (is draining: the leader moves its syncs away \(watch with describe\)|was already draining)\n$`, <-outs)
 	}
 	after, err := cli.Get(ctx, key)
 	require.NoError(t, err)
@@ -259,17 +260,22 @@ func TestDrainSurvivesTheMembersSessionLoss(t *testing.T) {
 
 	cluster.Blackhole(0)
 	cluster.DropConnections(0)
-	drained := make(chan error, 1)
+	type result struct {
+		out, errOut string
+		err         error
+	}
+	drained := make(chan result, 1)
 	go func() {
 		var out, errOut bytes.Buffer
 		err := run(context.Background(), []string{"-endpoints", strings.Join(tool, ","), "-timeout", "30s", "-group", g, "drain", "m"}, &out, &errOut)
-		drained <- errors.Join(err, errors.New(errOut.String()))
+		drained <- result{out.String(), errOut.String(), err}
 	}()
 	waitStatus(t, tool, g, "m's lease expired", func(st *coordinator.GroupStatus) bool { return len(st.Members) == 0 })
 	cluster.Unblackhole(0)
 	select {
-	case err := <-drained:
-		require.NoError(t, errors.Unwrap(err))
+	case r := <-drained:
+		require.NoError(t, r.err, "stderr: %s", r.errOut)
+		require.Equal(t, "m is draining: the leader moves its syncs away (watch with describe)\n", r.out)
 	case <-time.After(40 * time.Second):
 		t.Fatal("the drain did not return")
 	}
@@ -289,6 +295,7 @@ func TestDrainOfANullMemberRecord(t *testing.T) {
 	require.NoError(t, err)
 	_, err = cli.Put(ctx, "/baton/nul/members/x", "null", clientv3.WithLease(lease.ID))
 	require.NoError(t, err)
-	_, _, err = ctl(t, eps, "-group", "nul", "drain", "x")
-	require.Error(t, err)
+	out, _, err := ctl(t, eps, "-group", "nul", "drain", "x")
+	require.ErrorContains(t, err, "/baton/nul/members/x is not a member record")
+	require.Empty(t, out, "no drain reported")
 }

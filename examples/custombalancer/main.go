@@ -10,6 +10,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"time"
@@ -60,13 +61,15 @@ func pinned(next rebalance.Balancer) rebalance.Balancer {
 func main() {
 	endpoints := flag.String("endpoints", "", "comma-separated etcd endpoints; empty starts an embedded etcd")
 	flag.Parse()
-	if err := run(*endpoints); err != nil {
+	if err := run(*endpoints, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "custombalancer:", err)
 		os.Exit(1)
 	}
 }
 
-func run(endpoints string) error {
+// run plays the demo and writes the placements to out. The members'
+// handlers do nothing, so only run writes there.
+func run(endpoints string, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	eps, _, stop, err := demoenv.Etcd(endpoints)
@@ -112,20 +115,20 @@ func run(endpoints string) error {
 		}
 		members = append(members, co)
 	}
-	st, err := settled(ctx, admin, group, 7)
+	st, err := settled(ctx, admin, group, 7, 3)
 	if err != nil {
 		return err
 	}
-	show("3 members", st)
+	show(out, "3 members", st)
 
 	// member-b drains: the pin yields, and the report runs elsewhere.
 	if err := members[1].Leave(ctx); err != nil {
 		return err
 	}
-	if st, err = settled(ctx, admin, group, 7); err != nil {
+	if st, err = settled(ctx, admin, group, 7, 2); err != nil {
 		return err
 	}
-	show("member-b left", st)
+	show(out, "member-b left", st)
 
 	for _, co := range slices.Delete(members, 1, 2) {
 		if err := co.Leave(ctx); err != nil {
@@ -135,24 +138,40 @@ func run(endpoints string) error {
 	return nil
 }
 
-// settled waits until all n syncs run on their target member.
-func settled(ctx context.Context, cli *clientv3.Client, group string, n int) (*coordinator.GroupStatus, error) {
+// settled waits until all nsyncs syncs run on their target member, on
+// nmembers live members, and the plan gives each of them syncs.
+func settled(ctx context.Context, cli *clientv3.Client, group string, nsyncs, nmembers int) (*coordinator.GroupStatus, error) {
 	for {
 		st, err := coordinator.Describe(ctx, cli, group)
-		if err == nil && len(st.Syncs) == n && st.Pending == 0 {
+		if err == nil && len(st.Syncs) == nsyncs && len(st.Members) == nmembers && st.Pending == 0 && planCoversAll(st) {
 			return st, nil
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("group did not settle: %w", ctx.Err())
+			return nil, fmt.Errorf("group did not settle on %d syncs and %d members: %w", nsyncs, nmembers, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
 
-func show(title string, st *coordinator.GroupStatus) {
-	fmt.Printf("%s:\n", title)
+// planCoversAll reports whether the plan gives every live member syncs.
+// Nothing pending alone is not enough: a plan made before the last member
+// joined has nothing pending too once its syncs run, and only the member
+// it left out gives it away. With more syncs than members, the plan
+// leaves no member out.
+func planCoversAll(st *coordinator.GroupStatus) bool {
+	for _, m := range st.Members {
+		if m.Targeted == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// show writes where each sync runs, under title.
+func show(out io.Writer, title string, st *coordinator.GroupStatus) {
+	fmt.Fprintf(out, "%s:\n", title)
 	for _, s := range st.Syncs {
-		fmt.Printf("  %-15s on %s\n", s.ID, s.Owner)
+		fmt.Fprintf(out, "  %-15s on %s\n", s.ID, s.Owner)
 	}
 }

@@ -7,9 +7,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -26,20 +28,44 @@ import (
 func main() {
 	endpoints := flag.String("endpoints", "", "comma-separated etcd endpoints; empty starts an embedded etcd")
 	flag.Parse()
-	if err := run(*endpoints); err != nil {
+	if err := run(*endpoints, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "quickstart:", err)
 		os.Exit(1)
 	}
 }
 
-var start = time.Now()
+// run plays the demo and writes its story to out.
+func run(endpoints string, out io.Writer) error {
+	// mu guards out and running. The handlers write from the members'
+	// goroutines, so every write to out is whole and made under mu: no
+	// handler line can land inside a table. A handler changes running and
+	// prints the change in one hold of mu, so a sync counted as running
+	// has had its line printed.
+	start := time.Now()
+	var mu sync.Mutex
+	running := map[string]string{} // sync -> member, as the handlers see it
+	// sayLocked writes one event line, stamped with the time since start;
+	// mu must be held.
+	sayLocked := func(format string, args ...any) {
+		fmt.Fprintf(out, "[%6.2fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+	}
+	say := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		sayLocked(format, args...)
+	}
+	printTable := func(st *coordinator.GroupStatus) {
+		b := ownerTable(st)
+		mu.Lock()
+		defer mu.Unlock()
+		out.Write(b)
+	}
+	runningCount := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(running)
+	}
 
-// say prints one event line with the time since start.
-func say(format string, args ...any) {
-	fmt.Printf("[%6.2fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
-}
-
-func run(endpoints string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
 
@@ -75,31 +101,36 @@ func run(endpoints string) error {
 	const ttl = 2 * time.Second
 	members := map[string]*coordinator.Coordinator{}
 	clients := map[string]*clientv3.Client{}
-	var mu sync.Mutex
-	running := map[string]string{} // sync -> member, as the handlers see it
-	runningCount := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(running)
-	}
+	defer func() {
+		// A member still in members (after an error) stops once its
+		// client closes; waiting for it means no handler writes to out
+		// after run returns.
+		for _, cli := range clients {
+			cli.Close()
+		}
+		for _, co := range members {
+			<-co.Done()
+		}
+	}()
 	for _, id := range []string{"member-a", "member-b", "member-c"} {
 		cli, err := newClient()
 		if err != nil {
 			return err
 		}
+		clients[id] = cli
 		h := coordinator.HandlerFuncs{
 			Assign: func(_ context.Context, c *assignment.Claim) error {
 				mu.Lock()
+				defer mu.Unlock()
 				running[c.ID()] = id
-				mu.Unlock()
-				say("%-8s  starts  %s (token %d)", id, c.ID(), c.Token())
+				sayLocked("%-8s  starts  %s (token %d)", id, c.ID(), c.Token())
 				return nil
 			},
 			Revoke: func(_ context.Context, c *assignment.Claim, why assignment.RevokeReason) {
 				mu.Lock()
+				defer mu.Unlock()
 				delete(running, c.ID())
-				mu.Unlock()
-				say("%-8s  stops   %s (%s)", id, c.ID(), why)
+				sayLocked("%-8s  stops   %s (%s)", id, c.ID(), why)
 			},
 		}
 		co, err := coordinator.New(cli, group, h, coordinator.WithMemberID(id), coordinator.WithTTL(ttl))
@@ -109,16 +140,9 @@ func run(endpoints string) error {
 		if err := co.Join(ctx); err != nil {
 			return err
 		}
-		mu.Lock()
-		members[id], clients[id] = co, cli
-		mu.Unlock()
+		members[id] = co
 		say("%s joined", id)
 	}
-	defer func() {
-		for _, cli := range clients {
-			cli.Close()
-		}
-	}()
 
 	st, err := waitSettled(ctx, admin, group, runningCount, 12, 3)
 	if err != nil {
@@ -192,13 +216,14 @@ func run(endpoints string) error {
 }
 
 // waitSettled polls Describe until nsyncs syncs are owned by nmembers live
-// members, nothing is pending, and the handlers run exactly nsyncs syncs.
+// members, the plan gives each of them syncs, nothing is pending, and the
+// handlers run exactly nsyncs syncs.
 func waitSettled(ctx context.Context, cli *clientv3.Client, group string, running func() int, nsyncs, nmembers int) (*coordinator.GroupStatus, error) {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		st, err := coordinator.Describe(ctx, cli, group)
-		if err == nil && len(st.Syncs) == nsyncs && len(st.Members) == nmembers && st.Pending == 0 && running() == nsyncs {
+		if err == nil && len(st.Syncs) == nsyncs && len(st.Members) == nmembers && st.Pending == 0 && planCoversAll(st) && running() == nsyncs {
 			return st, nil
 		}
 		select {
@@ -209,9 +234,24 @@ func waitSettled(ctx context.Context, cli *clientv3.Client, group string, runnin
 	}
 }
 
-// printTable prints who owns what.
-func printTable(st *coordinator.GroupStatus) {
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+// planCoversAll reports whether the plan gives every live member syncs.
+// Nothing pending alone is not enough: a plan made before the last member
+// joined has nothing pending too once its syncs run, and only the member
+// it left out gives it away. With more syncs than members, the balanced
+// plan leaves no member out.
+func planCoversAll(st *coordinator.GroupStatus) bool {
+	for _, m := range st.Members {
+		if m.Targeted == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// ownerTable returns a table of who owns what, for one write.
+func ownerTable(st *coordinator.GroupStatus) []byte {
+	var b bytes.Buffer
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "           member\tsyncs\towned")
 	for _, m := range st.Members {
 		var ids []string
@@ -227,4 +267,5 @@ func printTable(st *coordinator.GroupStatus) {
 		fmt.Fprintf(tw, "           %s%s\t%d\t%s\n", m.ID, role, len(ids), strings.Join(ids, " "))
 	}
 	tw.Flush()
+	return b.Bytes()
 }

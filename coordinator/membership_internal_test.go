@@ -67,7 +67,7 @@ func TestLeaveDoesNotPutTheMemberKeyBack(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	require.NoError(t, c.Join(ctx))
-	require.True(t, waitUntilInternal(10*time.Second, func() bool {
+	require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool {
 		c.mu.Lock()
 		w := c.w
 		c.mu.Unlock()
