@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/baton-go/baton/internal/wait"
+
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -76,7 +78,8 @@ func (b *txnBatcher) do(reqs []batchReq) []batchReq {
 	b.commitLocked(maxBatchesInFlight)
 	b.mu.Unlock()
 	for i := range reqs {
-		for !waitFor(reqs[i].done, hedgeAfter) {
+		// Each time hedgeAfter passes with the request not done, hedge.
+		for wait.SleepOrWake(context.Background(), hedgeAfter, reqs[i].done) {
 			b.mu.Lock()
 			if !reqs[i].taken {
 				b.commitLocked(b.inflight + 1)
@@ -103,18 +106,6 @@ func (b *txnBatcher) commitLocked(limit int) {
 		b.commit(batch)
 		b.mu.Lock()
 		b.inflight--
-	}
-}
-
-// waitFor reports whether done closed within d.
-func waitFor(done <-chan struct{}, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-done:
-		return true
-	case <-t.C:
-		return false
 	}
 }
 
