@@ -332,21 +332,10 @@ func (s *Server) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeRespon
 	if err := checkRange(r); err != nil {
 		return nil, err
 	}
-	if !r.Serializable {
-		if err := s.waitLeader(ctx); err != nil {
-			return nil, err
-		}
-	}
-	if err := s.lock(); err != nil {
-		return nil, err
-	}
-	defer s.mu.Unlock()
-	resp, _, err := txn.Range(ctx, s.lg, s.kv, r, true)
-	if err != nil {
-		return nil, toGRPC(err)
-	}
-	s.fill(resp.Header)
-	return resp, nil
+	return serve(s, ctx, !r.Serializable, func() (*pb.RangeResponse, error) {
+		resp, _, err := txn.Range(ctx, s.lg, s.kv, r, true)
+		return resp, err
+	})
 }
 
 // Put serves a PutRequest.
@@ -357,19 +346,10 @@ func (s *Server) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, er
 	if err := s.tooLarge(r); err != nil {
 		return nil, err
 	}
-	if err := s.waitLeader(ctx); err != nil {
-		return nil, err
-	}
-	if err := s.lock(); err != nil {
-		return nil, err
-	}
-	defer s.mu.Unlock()
-	resp, _, err := txn.Put(applyCtx, s.lg, s.le, s.kv, r)
-	if err != nil {
-		return nil, toGRPC(err)
-	}
-	s.fill(resp.Header)
-	return resp, nil
+	return serve(s, ctx, writes, func() (*pb.PutResponse, error) {
+		resp, _, err := txn.Put(applyCtx, s.lg, s.le, s.kv, r)
+		return resp, err
+	})
 }
 
 // DeleteRange serves a DeleteRangeRequest.
@@ -380,19 +360,10 @@ func (s *Server) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb
 	if err := s.tooLarge(r); err != nil {
 		return nil, err
 	}
-	if err := s.waitLeader(ctx); err != nil {
-		return nil, err
-	}
-	if err := s.lock(); err != nil {
-		return nil, err
-	}
-	defer s.mu.Unlock()
-	resp, _, err := txn.DeleteRange(applyCtx, s.lg, s.kv, r)
-	if err != nil {
-		return nil, toGRPC(err)
-	}
-	s.fill(resp.Header)
-	return resp, nil
+	return serve(s, ctx, writes, func() (*pb.DeleteRangeResponse, error) {
+		resp, _, err := txn.DeleteRange(applyCtx, s.lg, s.kv, r)
+		return resp, err
+	})
 }
 
 // Txn serves a TxnRequest.
@@ -412,20 +383,34 @@ func (s *Server) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, er
 			return nil, err
 		}
 	}
-	if !txn.IsTxnSerializable(r) {
+	return serve(s, ctx, !txn.IsTxnSerializable(r), func() (*pb.TxnResponse, error) {
+		resp, _, err := txn.Txn(applyCtx, s.lg, r, false, s.kv, s.le, false)
+		return resp, err
+	})
+}
+
+// writes says to serve that a request needs a leader, as every write does.
+const writes = true
+
+// serve runs apply under the server's lock, once a request that needs a
+// leader (linearizable reads, writes) has one, and fills in the response
+// header.
+func serve[R interface{ GetHeader() *pb.ResponseHeader }](s *Server, ctx context.Context, needsLeader bool, apply func() (R, error)) (R, error) {
+	var none R
+	if needsLeader {
 		if err := s.waitLeader(ctx); err != nil {
-			return nil, err
+			return none, err
 		}
 	}
 	if err := s.lock(); err != nil {
-		return nil, err
+		return none, err
 	}
 	defer s.mu.Unlock()
-	resp, _, err := txn.Txn(applyCtx, s.lg, r, false, s.kv, s.le, false)
+	resp, err := apply()
 	if err != nil {
-		return nil, toGRPC(err)
+		return none, toGRPC(err)
 	}
-	s.fill(resp.Header)
+	s.fill(resp.GetHeader())
 	return resp, nil
 }
 
