@@ -84,6 +84,10 @@ type Server struct {
 
 	stop chan struct{}
 	wg   sync.WaitGroup
+	// expiring is held for reading by an early expiry (skew.go) from its
+	// check of stop until its OnExpire has returned, so that Close can wait
+	// for those under way. Taken before mu, never while mu is held.
+	expiring sync.RWMutex
 }
 
 // clusterVersion gives the lessor the cluster version it asks for.
@@ -159,6 +163,10 @@ func (s *Server) Close() {
 		open = append(open, st)
 	}
 	s.mu.Unlock()
+	// An early expiry that got past its check of stop before it closed
+	// calls OnExpire still: wait for it, so none comes after Close.
+	s.expiring.Lock()
+	s.expiring.Unlock() //lint:ignore SA2001 an empty critical section: a barrier
 	for _, st := range open {
 		st.close(rpctypes.ErrGRPCStopped)
 	}

@@ -71,6 +71,8 @@ func (s *Server) expireAfter(id lease.LeaseID, e *early, ttl int64) {
 
 // expireEarly revokes a skewed lease whose early expiry has come.
 func (s *Server) expireEarly(id lease.LeaseID) {
+	s.expiring.RLock() // until OnExpire returned: Close waits for it
+	defer s.expiring.RUnlock()
 	if s.lock() != nil {
 		return
 	}
