@@ -411,7 +411,78 @@ func (p *problem) fillOrder() []int32 {
 func (p *problem) scaledShares() (share, scale []int64, err error) {
 	share = make([]int64, len(p.members))
 	scale = make([]int64, len(p.members))
-	// Connect groups that share members (union-find over groups).
+	comps, err := p.components()
+	if err != nil {
+		return nil, nil, err
+	}
+	var float []float64 // fairShares, computed for the first component that needs them
+	for _, c := range comps {
+		if err := p.add(len(c.groups) + len(c.members)); err != nil {
+			return nil, nil, err
+		}
+		k := c.scale()
+		var exact []uint64
+		var rem []float64
+		if len(c.groups) == 1 {
+			exact, rem = p.proportionalShares(c, k)
+		} else {
+			if float == nil {
+				if float, err = p.fairShares(); err != nil {
+					return nil, nil, err
+				}
+			}
+			exact, rem = c.flooredShares(float, k)
+		}
+		roundToSum(exact, rem, uint64(c.load)*uint64(k))
+		for i, m := range c.members {
+			share[m], scale[m] = int64(exact[i]), k
+		}
+	}
+	return share, scale, nil
+}
+
+// component is a set of groups connected through shared candidates, with
+// their candidates: the members that can exchange syncs, directly or
+// through other members, and so share one scale in scaledShares.
+type component struct {
+	groups  []int32 // ascending
+	members []int32 // ascending; a member is in the component of its groups
+	load    int64   // total weight of the groups' syncs
+	weight  int64   // total weight of the members
+}
+
+// components returns the components of the groups, ordered by their lowest
+// group.
+func (p *problem) components() ([]*component, error) {
+	root, err := p.groupRoots()
+	if err != nil {
+		return nil, err
+	}
+	byRoot := map[int32]*component{}
+	var comps []*component
+	for g, r := range root {
+		c := byRoot[r]
+		if c == nil {
+			c = &component{}
+			byRoot[r] = c
+			comps = append(comps, c)
+		}
+		c.groups = append(c.groups, int32(g))
+		c.load += p.groups[g].weight
+	}
+	for m, gs := range p.memberGroups {
+		if len(gs) > 0 {
+			c := byRoot[root[gs[0]]]
+			c.members = append(c.members, int32(m))
+			c.weight += p.memberWeight[m]
+		}
+	}
+	return comps, nil
+}
+
+// groupRoots returns, per group, the lowest group connected to it through
+// shared candidates (union-find over groups).
+func (p *problem) groupRoots() ([]int32, error) {
 	parent := make([]int32, len(p.groups))
 	for g := range parent {
 		parent[g] = int32(g)
@@ -425,7 +496,7 @@ func (p *problem) scaledShares() (share, scale []int64, err error) {
 	}
 	for _, gs := range p.memberGroups {
 		if err := p.add(len(gs)); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		for _, g := range gs[min(1, len(gs)):] {
 			if a, b := find(gs[0]), find(g); a != b {
@@ -433,87 +504,72 @@ func (p *problem) scaledShares() (share, scale []int64, err error) {
 			}
 		}
 	}
-	type component struct {
-		groups       []int32
-		members      []int32
-		load, weight int64
+	for g := range parent {
+		parent[g] = find(int32(g))
 	}
-	comps := map[int32]*component{}
-	var roots []int32
-	for g := range p.groups {
-		r := find(int32(g))
-		c := comps[r]
-		if c == nil {
-			c = &component{}
-			comps[r] = c
-			roots = append(roots, r)
-		}
-		c.groups = append(c.groups, int32(g))
-		c.load += p.groups[g].weight
+	return parent, nil
+}
+
+// scale returns the component's scale: its members' total weight, unless
+// scale × load would exceed 2⁶¹, in which case the largest scale (at least
+// 1) that keeps it within.
+func (c *component) scale() int64 {
+	k := c.weight
+	if hi, lo := bits.Mul64(uint64(k), uint64(c.load)); hi != 0 || lo > 1<<61 {
+		k = max(1, (1<<61)/max(c.load, 1))
 	}
-	for m, gs := range p.memberGroups {
-		if len(gs) > 0 {
-			c := comps[find(gs[0])]
-			c.members = append(c.members, int32(m))
-			c.weight += p.memberWeight[m]
-		}
+	return k
+}
+
+// proportionalShares returns, for a component of one group, each member's
+// scaled share load × weight × k / total weight, computed exactly in 128
+// bits and rounded down, and the fraction rounding down dropped.
+func (p *problem) proportionalShares(c *component, k int64) (exact []uint64, rem []float64) {
+	exact = make([]uint64, len(c.members))
+	rem = make([]float64, len(c.members))
+	for i, m := range c.members {
+		hi, lo := bits.Mul64(uint64(c.load)*uint64(k), uint64(p.memberWeight[m]))
+		q, r := bits.Div64(hi, lo, uint64(c.weight))
+		exact[i], rem[i] = q, float64(r)/float64(c.weight)
 	}
-	var float []float64
-	for _, r := range roots {
-		c := comps[r]
-		if err := p.add(len(c.groups) + len(c.members)); err != nil {
-			return nil, nil, err
-		}
-		k := c.weight
-		if hi, lo := bits.Mul64(uint64(k), uint64(c.load)); hi != 0 || lo > 1<<61 {
-			k = max(1, (1<<61)/max(c.load, 1))
-		}
-		exact := make([]uint64, len(c.members)) // scaled share, rounded down
-		rem := make([]float64, len(c.members))  // what rounding down dropped
-		if len(c.groups) == 1 {
-			// Exact: load × weight × k / total weight, in 128 bits.
-			for i, m := range c.members {
-				hi, lo := bits.Mul64(uint64(c.load)*uint64(k), uint64(p.memberWeight[m]))
-				q, r := bits.Div64(hi, lo, uint64(c.weight))
-				exact[i], rem[i] = q, float64(r)/float64(c.weight)
-			}
-		} else {
-			if float == nil {
-				if float, err = p.fairShares(); err != nil {
-					return nil, nil, err
-				}
-			}
-			for i, m := range c.members {
-				x := float[m] * float64(k)
-				f := math.Floor(x)
-				exact[i], rem[i] = uint64(f), x-f
-			}
-		}
-		// Hand out what rounding lost, largest remainder first, so the
-		// scaled shares add up exactly.
-		var sum uint64
-		for _, e := range exact {
-			sum += e
-		}
-		want := uint64(c.load) * uint64(k)
-		idx := make([]int, len(c.members))
-		for i := range idx {
-			idx[i] = i
-		}
-		slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(rem[b], rem[a]) })
-		for i := 0; sum < want; i = (i + 1) % len(idx) {
-			exact[idx[i]]++
-			sum++
-		}
-		for i := 0; sum > want; i = (i + 1) % len(idx) { // float shares may overshoot
-			if j := idx[len(idx)-1-i]; exact[j] > 0 {
-				exact[j]--
-				sum--
-			}
-		}
-		for i, m := range c.members {
-			share[m], scale[m] = int64(exact[i]), k
+	return exact, rem
+}
+
+// flooredShares returns each member's fair share (float, per member of the
+// problem) times k, rounded down, and the fraction rounding down dropped.
+func (c *component) flooredShares(float []float64, k int64) (exact []uint64, rem []float64) {
+	exact = make([]uint64, len(c.members))
+	rem = make([]float64, len(c.members))
+	for i, m := range c.members {
+		x := float[m] * float64(k)
+		f := math.Floor(x)
+		exact[i], rem[i] = uint64(f), x-f
+	}
+	return exact, rem
+}
+
+// roundToSum adjusts the rounded-down shares in exact, in place, so that
+// they add up to want: it hands out what rounding lost one unit at a time,
+// largest remainder (rem) first, or takes back what float shares
+// overshot, smallest remainder first, never below zero.
+func roundToSum(exact []uint64, rem []float64, want uint64) {
+	var sum uint64
+	for _, e := range exact {
+		sum += e
+	}
+	idx := make([]int, len(exact))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(rem[b], rem[a]) })
+	for i := 0; sum < want; i = (i + 1) % len(idx) {
+		exact[idx[i]]++
+		sum++
+	}
+	for i := 0; sum > want; i = (i + 1) % len(idx) {
+		if j := idx[len(idx)-1-i]; exact[j] > 0 {
+			exact[j]--
+			sum--
 		}
 	}
-	return share, scale, nil
 }

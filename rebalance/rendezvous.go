@@ -38,29 +38,10 @@ func Rendezvous() Balancer {
 		if err != nil {
 			return nil, err
 		}
-		share, err := p.fairShares()
+		r, err := newRendezvous(p)
 		if err != nil {
 			return nil, err
 		}
-		limit := make([]int64, len(p.members))
-		memberHash := make([]uint64, len(p.members))
-		for m := range p.members {
-			limit[m] = int64(math.Ceil(loadBound * share[m]))
-			memberHash[m] = hashString(p.members[m].ID)
-		}
-		// Groups whose candidates weigh the same compare raw hashes, which
-		// ranks them exactly as the weighted score would, without a logarithm.
-		uniform := make([]bool, len(p.groups))
-		for g, gr := range p.groups {
-			if err := p.add(len(gr.members)); err != nil {
-				return nil, err
-			}
-			uniform[g] = true
-			for _, m := range gr.members {
-				uniform[g] = uniform[g] && p.memberWeight[m] == p.memberWeight[gr.members[0]]
-			}
-		}
-		load := make([]int64, len(p.members))
 		plan := make(assignment.Plan, len(p.syncs))
 		for i, s := range p.syncs {
 			g := p.syncGroup[i]
@@ -71,40 +52,90 @@ func Rendezvous() Balancer {
 				return nil, err
 			}
 			w := p.syncWeight[i]
-			h := hashString(s.ID)
-			best := int32(-1)
-			var bestHash uint64
-			var bestScore float64
-			for _, m := range p.groups[g].members {
-				if load[m]+w > limit[m] {
-					continue
-				}
-				x := mix(h, memberHash[m])
-				if uniform[g] {
-					if best < 0 || x > bestHash {
-						best, bestHash = m, x
-					}
-					continue
-				}
-				u := (float64(x>>11) + 0.5) / (1 << 53) // in (0, 1)
-				mw := float64(p.memberWeight[m])
-				// −ln(u) ≥ 1 − u, so mw / (1 − u) bounds the score from above:
-				// most members are ruled out without computing a logarithm.
-				if best >= 0 && mw/(1-u) <= bestScore {
-					continue
-				}
-				if score := mw / -math.Log(u); best < 0 || score > bestScore {
-					best, bestScore = m, score
-				}
-			}
+			best := r.bestUnderCap(g, hashString(s.ID), w)
 			if best < 0 {
-				best = leastFilled(p, load, p.groups[g].members, w)
+				best = leastFilled(p, r.load, p.groups[g].members, w)
 			}
 			plan[s.ID] = p.members[best].ID
-			load[best] += w
+			r.load[best] += w
 		}
 		return plan, nil
 	})
+}
+
+// rendezvous is one run of Rendezvous.
+type rendezvous struct {
+	p          *problem
+	limit      []int64  // per member: the cap on its load, loadBound × its fair share, rounded up
+	memberHash []uint64 // per member: the hash of its ID
+	uniform    []bool   // per group: whether its candidates all weigh the same
+	load       []int64  // per member: the weight of the syncs placed on it so far
+}
+
+// newRendezvous prepares a run of Rendezvous over p: each member's cap and
+// hash, and which groups are uniform. It returns the context's error once
+// p's context is done.
+func newRendezvous(p *problem) (*rendezvous, error) {
+	share, err := p.fairShares()
+	if err != nil {
+		return nil, err
+	}
+	r := &rendezvous{
+		p:          p,
+		limit:      make([]int64, len(p.members)),
+		memberHash: make([]uint64, len(p.members)),
+		uniform:    make([]bool, len(p.groups)),
+		load:       make([]int64, len(p.members)),
+	}
+	for m := range p.members {
+		r.limit[m] = int64(math.Ceil(loadBound * share[m]))
+		r.memberHash[m] = hashString(p.members[m].ID)
+	}
+	// Groups whose candidates weigh the same compare raw hashes, which
+	// ranks them exactly as the weighted score would, without a logarithm.
+	for g, gr := range p.groups {
+		if err := p.add(len(gr.members)); err != nil {
+			return nil, err
+		}
+		r.uniform[g] = true
+		for _, m := range gr.members {
+			r.uniform[g] = r.uniform[g] && p.memberWeight[m] == p.memberWeight[gr.members[0]]
+		}
+	}
+	return r, nil
+}
+
+// bestUnderCap returns the candidate of group g that ranks highest for a
+// sync with hash h among those whose load stays within their cap with the
+// sync's weight w added, the first on a tie; -1 if none has room.
+func (r *rendezvous) bestUnderCap(g int32, h uint64, w int64) int32 {
+	p := r.p
+	best := int32(-1)
+	var bestHash uint64
+	var bestScore float64
+	for _, m := range p.groups[g].members {
+		if r.load[m]+w > r.limit[m] {
+			continue
+		}
+		x := mix(h, r.memberHash[m])
+		if r.uniform[g] {
+			if best < 0 || x > bestHash {
+				best, bestHash = m, x
+			}
+			continue
+		}
+		u := (float64(x>>11) + 0.5) / (1 << 53) // in (0, 1)
+		mw := float64(p.memberWeight[m])
+		// −ln(u) ≥ 1 − u, so mw / (1 − u) bounds the score from above:
+		// most members are ruled out without computing a logarithm.
+		if best >= 0 && mw/(1-u) <= bestScore {
+			continue
+		}
+		if score := mw / -math.Log(u); best < 0 || score > bestScore {
+			best, bestScore = m, score
+		}
+	}
+	return best
 }
 
 // leastFilled returns the member of ms with the least (load + w) per unit of

@@ -338,19 +338,7 @@ func (s *stickyState) spreadTenant(t int32) bool {
 	if hi-lo < 2 {
 		return false
 	}
-	// Look for single moves among the tenant's syncs, or, when the last
-	// call for this tenant found no member with exactly the room a single
-	// move needs and nothing has moved since but its own swaps (which change
-	// no member's room), only among the syncs those swaps moved: no other
-	// sync can have gained a single move. Going through all of a tenant's
-	// syncs at every call made spreading cost swaps × syncs per tenant.
-	candidates := sp.tenantSyncs[t]
-	if sp.cleanTenant == t && sp.cleanMoves == s.moves {
-		sp.recheck, sp.swapped = sp.swapped, sp.recheck
-		candidates = sp.recheck
-	}
-	sp.swapped = sp.swapped[:0]
-	sp.cleanTenant = -1
+	candidates := sp.singleMoveCandidates(t, s.moves)
 	w := s.p.syncWeight
 	// Whether a single move exists depends on the sync's member, weight and
 	// group only, and a tenant's syncs share few of those: look once each.
@@ -358,35 +346,14 @@ func (s *stickyState) spreadTenant(t int32) bool {
 	exact := false // some member has exactly the room a single move needs
 	for _, i := range candidates {
 		j := s.owner[i]
-		if j < 0 {
+		if j < 0 || sp.triedBefore(j, s.p.syncGroup[i], w[i]) {
 			continue
 		}
-		a := sp.zone[j]
-		na := sp.get(t, a)
-		g := s.p.syncGroup[i]
-		if sp.triedBefore(j, g, w[i]) {
-			continue
-		}
-		sg := s.heaps(g)
-		want := s.dev[j] + s.scale[j]*w[i]
-		target, visited := int32(-1), 0
-		s.stack = sg.room.visitTop(spreadSearch, s.stack,
-			func(slot int32) bool { return s.dev[sg.members[slot]] >= want },
-			func(slot int32) {
-				visited++
-				m := sg.members[slot]
-				if s.dev[m] != want {
-					return
-				}
-				exact = true
-				if na-lo >= 2 && sp.zone[m] != a && na-sp.get(t, sp.zone[m]) >= 2 && (target < 0 || slot < target) {
-					target = slot
-				}
-			})
-		if visited == spreadSearch {
-			exact = true // the search was cut short: a single move may exist
-		}
+		target, found := s.exactRoomSlot(t, i, lo)
+		exact = exact || found
 		if target >= 0 {
+			g := s.p.syncGroup[i]
+			sg := &s.groups[g]
 			if !s.allow(step{i, sg.members[target]}) {
 				return false
 			}
@@ -400,6 +367,61 @@ func (s *stickyState) spreadTenant(t int32) bool {
 		sp.cleanTenant, sp.cleanMoves = t, s.moves
 	}
 	return moved
+}
+
+// singleMoveCandidates returns the syncs of tenant t that spreadTenant
+// looks at for a single move, with moves the stickyState's count of moves
+// so far: all of t's syncs or, when the last call for t found no member with
+// exactly the room a single move needs and nothing has moved since but its
+// own swaps (which change no member's room), only the syncs those swaps
+// moved, as no other sync can have gained a single move. (Going through all
+// of a tenant's syncs at every call made spreading cost swaps × syncs per
+// tenant.) It also empties swapped for this call's swaps and forgets
+// cleanTenant; the slice it returns stays valid until the next call.
+func (sp *spreadState) singleMoveCandidates(t int32, moves int) []int32 {
+	candidates := sp.tenantSyncs[t]
+	if sp.cleanTenant == t && sp.cleanMoves == moves {
+		sp.recheck, sp.swapped = sp.swapped, sp.recheck
+		candidates = sp.recheck
+	}
+	sp.swapped = sp.swapped[:0]
+	sp.cleanTenant = -1
+	return candidates
+}
+
+// exactRoomSlot looks for a single spreading move of sync i of tenant t,
+// where lo is the fewest syncs t has in a zone: among the candidates of i's
+// group with the most room (at most spreadSearch of them), the lowest slot
+// whose member has exactly the room i leaves behind and is in a zone where
+// the move makes t's spread strictly more even. It returns that slot, or -1,
+// and whether a single move of some sync with i's member, weight and group
+// may exist: some candidate has exactly that room, or the search was cut
+// short. It brings the group's heaps up to date.
+func (s *stickyState) exactRoomSlot(t, i, lo int32) (target int32, exact bool) {
+	sp := s.spread
+	j := s.owner[i]
+	a := sp.zone[j]
+	na := sp.get(t, a)
+	sg := s.heaps(s.p.syncGroup[i])
+	want := s.dev[j] + s.scale[j]*s.p.syncWeight[i]
+	target, visited := -1, 0
+	s.stack = sg.room.visitTop(spreadSearch, s.stack,
+		func(slot int32) bool { return s.dev[sg.members[slot]] >= want },
+		func(slot int32) {
+			visited++
+			m := sg.members[slot]
+			if s.dev[m] != want {
+				return
+			}
+			exact = true
+			if na-lo >= 2 && sp.zone[m] != a && na-sp.get(t, sp.zone[m]) >= 2 && (target < 0 || slot < target) {
+				target = slot
+			}
+		})
+	if visited == spreadSearch {
+		exact = true // the search was cut short: a single move may exist
+	}
+	return target, exact
 }
 
 // spreadSwaps swaps syncs of tenant t out of zones where t is crowded for

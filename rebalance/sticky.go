@@ -316,31 +316,7 @@ func (s *stickyState) add(i, g, slot int32) {
 // (2^k of them for k binary labels), and each group's heap is built once,
 // from the rooms its members have when its turn comes.
 func (s *stickyState) place() error {
-	w := s.p.syncWeight
-	// Bucket the orphans by group (a counting sort, so O(N + groups)).
-	start := make([]int32, len(s.groups)+1)
-	for i, m := range s.owner {
-		if g := s.p.syncGroup[i]; m < 0 && g >= 0 {
-			start[g+1]++
-		}
-	}
-	for g := range s.groups {
-		start[g+1] += start[g]
-	}
-	orphans := make([]int32, start[len(s.groups)])
-	next := slices.Clone(start[:len(s.groups)])
-	for i, m := range s.owner {
-		if g := s.p.syncGroup[i]; m < 0 && g >= 0 {
-			orphans[next[g]] = int32(i)
-			next[g]++
-		}
-	}
-	heaviestFirst := func(a, b int32) int {
-		if w[a] != w[b] {
-			return cmp.Compare(w[b], w[a])
-		}
-		return cmp.Compare(a, b)
-	}
+	orphans, start := s.orphansByGroup()
 	for _, g := range s.p.fillOrder() {
 		todo := orphans[start[g]:start[g+1]]
 		if len(todo) == 0 {
@@ -349,29 +325,79 @@ func (s *stickyState) place() error {
 		if err := s.p.add(len(s.groups[g].members)); err != nil {
 			return err
 		}
-		slices.SortFunc(todo, heaviestFirst)
-		sg := &s.groups[g]
-		sg.room.items = sg.room.items[:0]
-		for slot, m := range sg.members {
-			sg.room.items = append(sg.room.items, int32(slot))
-			sg.roomKey[slot] = s.dev[m]
-		}
-		sg.room.init()
-		for _, i := range todo {
-			if err := s.poll(); err != nil {
-				return err
-			}
-			slot, _ := sg.room.top()
-			if s.spread != nil && s.spread.tenant[i] >= 0 {
-				slot = s.spreadChoice(sg, i, slot)
-			}
-			s.add(i, g, slot)
-			sg.roomKey[slot] = s.dev[sg.members[slot]]
-			sg.room.fix(slot)
+		if err := s.placeGroup(g, todo); err != nil {
+			return err
 		}
 	}
-	// From here on each member's syncs are kept sorted by weight, so the
-	// lightest (which decides whether any move helps) is first.
+	s.sortHeld()
+	return nil
+}
+
+// orphansByGroup returns the syncs that have no member yet but some
+// candidate, bucketed by group (a counting sort, so O(N + groups)): group
+// g's orphans are orphans[start[g]:start[g+1]], in ascending order.
+func (s *stickyState) orphansByGroup() (orphans, start []int32) {
+	start = make([]int32, len(s.groups)+1)
+	for i, m := range s.owner {
+		if g := s.p.syncGroup[i]; m < 0 && g >= 0 {
+			start[g+1]++
+		}
+	}
+	for g := range s.groups {
+		start[g+1] += start[g]
+	}
+	orphans = make([]int32, start[len(s.groups)])
+	next := slices.Clone(start[:len(s.groups)])
+	for i, m := range s.owner {
+		if g := s.p.syncGroup[i]; m < 0 && g >= 0 {
+			orphans[next[g]] = int32(i)
+			next[g]++
+		}
+	}
+	return orphans, start
+}
+
+// placeGroup places todo, syncs of group g that have no member yet, the
+// heaviest first, each on the candidate with the most room (with Spread,
+// the one of those in the zone with the fewest of its tenant). It sorts
+// todo in place and builds the group's room heap from the members' current
+// rooms, which only this group's placements change while it runs.
+func (s *stickyState) placeGroup(g int32, todo []int32) error {
+	w := s.p.syncWeight
+	slices.SortFunc(todo, func(a, b int32) int {
+		if w[a] != w[b] {
+			return cmp.Compare(w[b], w[a])
+		}
+		return cmp.Compare(a, b)
+	})
+	sg := &s.groups[g]
+	sg.room.items = sg.room.items[:0]
+	for slot, m := range sg.members {
+		sg.room.items = append(sg.room.items, int32(slot))
+		sg.roomKey[slot] = s.dev[m]
+	}
+	sg.room.init()
+	for _, i := range todo {
+		if err := s.poll(); err != nil {
+			return err
+		}
+		slot, _ := sg.room.top()
+		if s.spread != nil && s.spread.tenant[i] >= 0 {
+			slot = s.spreadChoice(sg, i, slot)
+		}
+		s.add(i, g, slot)
+		sg.roomKey[slot] = s.dev[sg.members[slot]]
+		sg.room.fix(slot)
+	}
+	return nil
+}
+
+// sortHeld sorts each slot's syncs by (weight, index), as they are kept
+// from placement on, so that the lightest (which decides whether any move
+// helps) is first, and marks every group's heaps for a rebuild: other
+// groups' placements changed its members' rooms.
+func (s *stickyState) sortHeld() {
+	w := s.p.syncWeight
 	for g := range s.groups {
 		sg := &s.groups[g]
 		for _, held := range sg.held {
@@ -382,9 +408,8 @@ func (s *stickyState) place() error {
 				return cmp.Compare(a, b)
 			})
 		}
-		sg.seen = -1 // other groups' placements changed its members' rooms
+		sg.seen = -1
 	}
-	return nil
 }
 
 // heaps brings the heaps of group g up to date and returns the group.
@@ -475,20 +500,9 @@ func (s *stickyState) spreadChoice(sg *stickyGroup, i, best int32) int32 {
 func (s *stickyState) settle() error {
 	for {
 		for {
-			moved := false
-			for g := range s.groups {
-				for s.balanceStep(int32(g)) {
-					moved = true
-					if err := s.poll(); err != nil {
-						return err
-					}
-				}
-				if err := s.p.add(1); err != nil {
-					return err
-				}
-			}
-			if s.limited {
-				return nil
+			moved, err := s.balancePass()
+			if err != nil || s.limited {
+				return err
 			}
 			if !moved {
 				break
@@ -502,6 +516,24 @@ func (s *stickyState) settle() error {
 			return err
 		}
 	}
+}
+
+// balancePass makes improving moves in each group in turn until the group
+// has none left, and reports whether it made any.
+func (s *stickyState) balancePass() (bool, error) {
+	moved := false
+	for g := range s.groups {
+		for s.balanceStep(int32(g)) {
+			moved = true
+			if err := s.poll(); err != nil {
+				return false, err
+			}
+		}
+		if err := s.p.add(1); err != nil {
+			return false, err
+		}
+	}
+	return moved, nil
 }
 
 // balanceStep makes one improving move within group g, if there is one: from
