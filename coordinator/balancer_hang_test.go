@@ -13,6 +13,7 @@ import (
 
 	"github.com/baton-go/baton/assignment"
 	"github.com/baton-go/baton/coordinator"
+	"github.com/baton-go/baton/internal/etcdtest"
 	"github.com/baton-go/baton/rebalance"
 )
 
@@ -35,6 +36,16 @@ func newHangingBalancer(t *testing.T) *hangingBalancer {
 }
 
 func (b *hangingBalancer) unblock() { b.once.Do(func() { close(b.release) }) }
+
+// waitHung waits until a call hangs.
+func (b *hangingBalancer) waitHung(t *testing.T) {
+	t.Helper()
+	select {
+	case <-b.hung:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the balancer was not called")
+	}
+}
 
 func (b *hangingBalancer) Balance(ctx context.Context, in rebalance.Input) (assignment.Plan, error) {
 	n := b.running.Add(1)
@@ -59,18 +70,14 @@ func TestHungBalancerDoesNotWedgeTheGroup(t *testing.T) {
 	w := newWorld(t, nil)
 	bal := newHangingBalancer(t)
 	m1 := w.join("m1", nil, nil, coordinator.WithBalancer(bal))
-	require.True(t, waitUntil(5*time.Second, m1.co.IsLeader))
+	require.True(t, etcdtest.WaitUntil(5*time.Second, m1.co.IsLeader))
 	w.join("m2", nil, nil, coordinator.WithBalancer(bal))
 	w.putSyncs("a0")
 	w.waitOwned([]string{"a0"}, 5*time.Second)
 
 	bal.armed.Store(true)
 	w.putSyncs("a1")
-	select {
-	case <-bal.hung:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the balancer was not called")
-	}
+	bal.waitHung(t)
 	ids := []string{"a0", "a1", "b0", "b1", "b2", "b3", "b4", "b5"}
 	w.putSyncs(ids[2:]...)
 	w.waitOwned(ids, 10*time.Second)
@@ -102,17 +109,13 @@ func TestBalancerThatHangsOnEveryCallFallsBack(t *testing.T) {
 	bal := newHangingBalancer(t)
 	reg := prometheus.NewRegistry()
 	m1 := w.join("m1", nil, nil, coordinator.WithBalancer(bal), coordinator.WithMetrics(reg))
-	require.True(t, waitUntil(5*time.Second, m1.co.IsLeader))
+	require.True(t, etcdtest.WaitUntil(5*time.Second, m1.co.IsLeader))
 	owned := []string{"p0", "p1", "p2"}
 	w.putSyncs(owned...)
 	w.waitOwned(owned, 5*time.Second, "m1")
 	bal.always.Store(true)
 	w.join("m2", nil, nil)
-	select {
-	case <-bal.hung:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the balancer was not called")
-	}
+	bal.waitHung(t)
 	ids := append(slices.Clone(owned), "s0", "s1", "s2", "s3")
 	for _, id := range ids[len(owned):] {
 		w.putSyncs(id)
@@ -140,4 +143,24 @@ func TestBalancerThatHangsOnEveryCallFallsBack(t *testing.T) {
 	}
 	w.waitOwned(ids, 10*time.Second, "m2")
 	bal.unblock()
+}
+
+// TestBalancerIsNeverCalledConcurrently: rebalance.Balancer's contract
+// says "The leader calls Balance from one goroutine, never concurrently
+// with itself". A call abandoned at its budget keeps running, and the
+// next round calls the Balancer again meanwhile: a stateful Balancer that
+// relies on the contract races (a concurrent map write is fatal).
+func TestBalancerIsNeverCalledConcurrently(t *testing.T) {
+	w := newWorld(t, nil)
+	bal := newHangingBalancer(t)
+	m1 := w.join("m1", nil, nil, coordinator.WithBalancer(bal))
+	require.True(t, etcdtest.WaitUntil(5*time.Second, m1.co.IsLeader))
+	w.putSyncs("a0")
+	w.waitOwned([]string{"a0"}, 5*time.Second)
+	bal.armed.Store(true)
+	w.putSyncs("a1")
+	bal.waitHung(t)
+	w.putSyncs("b0")
+	w.waitOwned([]string{"a0", "a1", "b0"}, 10*time.Second)
+	require.LessOrEqual(t, bal.maxRunning.Load(), int32(1), "Balance calls running at once")
 }

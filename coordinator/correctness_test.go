@@ -163,12 +163,12 @@ func TestSyncRunsAgainAfterAFixMissedByABrokenWatch(t *testing.T) {
 			// m2 leads and pins everything on m1, whose connection (to etcd
 			// member 0 only) the test breaks; its TTL outlasts the break.
 			m2 := w.join("m2", cluster.ClientTo(t, 1), nil, coordinator.WithBalancer(pinned("m1")), coordinator.WithSettle(tc.settle))
-			require.True(t, waitUntil(5*time.Second, m2.co.IsLeader))
+			require.True(t, etcdtest.WaitUntil(5*time.Second, m2.co.IsLeader))
 			w.join("m1", cluster.ClientTo(t, 0), nil, coordinator.WithTTL(5*time.Second), coordinator.WithBalancer(pinned("m1")))
 			w.waitOwned([]string{"s"}, 10*time.Second, "m1")
 
 			tc.spoil(t, w.admin, key)
-			require.True(t, waitUntil(10*time.Second, func() bool {
+			require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool {
 				for _, e := range w.eventsOf("revoke") {
 					if e.member == "m1" && e.why == assignment.Removed {
 						return true
@@ -178,7 +178,7 @@ func TestSyncRunsAgainAfterAFixMissedByABrokenWatch(t *testing.T) {
 			}), "m1 revoked s")
 			if tc.name == "fixed" {
 				// The leader drops the unreadable sync from m1's target.
-				require.True(t, waitUntil(10*time.Second, func() bool {
+				require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool {
 					st := describe(t, w)
 					return len(st.Invalid) == 1 && len(st.Members) == 2 && st.Members[0].Targeted == 0
 				}), "the leader dropped s from m1's target")
@@ -190,7 +190,7 @@ func TestSyncRunsAgainAfterAFixMissedByABrokenWatch(t *testing.T) {
 			ctx := context.Background()
 			require.NoError(t, coordinator.NewSyncStore(admin, w.group).Put(ctx, assignment.Sync{ID: "s", Spec: []byte(`{"v":2}`)}))
 			if tc.name == "fixed" {
-				require.True(t, waitUntil(10*time.Second, func() bool {
+				require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool {
 					st, err := coordinator.Describe(ctx, admin, w.group)
 					return err == nil && len(st.Syncs) == 1 && st.Syncs[0].Target == "m1"
 				}), "the leader targets s at m1 again")
@@ -240,7 +240,7 @@ func TestOrphanOwnerKeyIsReleasedOnReload(t *testing.T) {
 	_, err = admin.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical())
 	require.NoError(t, err)
 	cluster.Unblackhole(0)
-	require.True(t, waitUntil(10*time.Second, func() bool {
+	require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool {
 		r, err := w.admin.Get(ctx, ownerKey)
 		return err == nil && len(r.Kvs) == 0
 	}), "m1 released the owner key no actor held")
@@ -260,7 +260,7 @@ func TestLeaveWhileRejoiningReturns(t *testing.T) {
 	// Cut m1 off until its lease is gone, and let another process take
 	// its ID meanwhile.
 	cluster.Blackhole(0)
-	require.True(t, waitUntil(10*time.Second, func() bool {
+	require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool {
 		r, err := w.admin.Get(context.Background(), "/baton/"+w.group+"/members/m1")
 		return err == nil && len(r.Kvs) == 0
 	}), "m1's lease expired")
@@ -300,7 +300,7 @@ func TestDeletedMemberKeyIsPutBack(t *testing.T) {
 	require.Len(t, before.Kvs, 1)
 	_, err = w.admin.Delete(ctx, key)
 	require.NoError(t, err)
-	require.True(t, waitUntil(10*time.Second, func() bool {
+	require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool {
 		r, err := w.admin.Get(ctx, key)
 		return err == nil && len(r.Kvs) == 1 && r.Kvs[0].Lease == before.Kvs[0].Lease
 	}), "m1 put its member key back on its lease")
@@ -398,11 +398,11 @@ func TestOnlyASpecChangeReachesTheOwner(t *testing.T) {
 		}
 		return nil
 	}
-	require.True(t, waitUntil(5*time.Second, func() bool {
+	require.True(t, etcdtest.WaitUntil(5*time.Second, func() bool {
 		c := claimOf("u")
 		return c != nil && string(c.Sync().Spec) == `{"v":2}`
 	}), "the spec change reached u's owner")
-	require.True(t, waitUntil(5*time.Second, func() bool {
+	require.True(t, etcdtest.WaitUntil(5*time.Second, func() bool {
 		c := claimOf("s")
 		return c != nil && c.Sync().Weight == 3
 	}), "s's claim shows the new weight")
@@ -450,9 +450,9 @@ func TestRevokeOverrunPastTheDeadlineIsLogged(t *testing.T) {
 	mu.Lock()
 	c := claim
 	mu.Unlock()
-	require.True(t, waitUntil(10*time.Second, func() bool { return time.Now().After(c.Deadline()) }))
+	require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool { return time.Now().After(c.Deadline()) }))
 	close(release)
-	require.True(t, waitUntil(10*time.Second, func() bool {
+	require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool {
 		return logs.has("OnRevoke returned after the ownership deadline")
 	}), "the overrun past the deadline is logged as such: %s", logs)
 	cluster.Unblackhole(0)

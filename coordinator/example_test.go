@@ -16,6 +16,7 @@ import (
 	"github.com/baton-go/baton/assignment"
 	"github.com/baton-go/baton/coordinator"
 	"github.com/baton-go/baton/internal/embedded"
+	"github.com/baton-go/baton/internal/etcdtest"
 	"github.com/baton-go/baton/rebalance"
 )
 
@@ -308,14 +309,15 @@ func ExampleWithBalancer() {
 	}
 	// Wait until both members are in the plan and every sync runs there.
 	var st *coordinator.GroupStatus
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	settled := etcdtest.WaitUntil(20*time.Second, func() bool {
 		s, err := coordinator.Describe(ctx, cli, "jobs")
-		if err == nil && len(s.Members) == 2 && s.Pending == 0 && s.Members[0].Owned > 0 && s.Members[1].Owned > 0 {
-			st = s
-			break
+		if err != nil {
+			return false
 		}
-	}
-	if st == nil {
+		st = s
+		return len(s.Members) == 2 && s.Pending == 0 && s.Members[0].Owned > 0 && s.Members[1].Owned > 0
+	})
+	if !settled {
 		panic("example: the group did not settle")
 	}
 	for _, s := range st.Syncs {

@@ -3,7 +3,9 @@ package coordinator_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -221,7 +223,7 @@ func (w *world) waitOwned(ids []string, timeout time.Duration, on ...string) map
 		allowed[m] = true
 	}
 	var last map[string]string
-	ok := waitUntil(timeout, func() bool {
+	ok := etcdtest.WaitUntil(timeout, func() bool {
 		last = w.owners()
 		if len(last) != len(ids) {
 			return false
@@ -238,20 +240,6 @@ func (w *world) waitOwned(ids []string, timeout time.Duration, on ...string) map
 		w.t.Fatalf("after %v: want %d syncs owned on %v, have %d: %v", timeout, len(ids), on, len(last), last)
 	}
 	return last
-}
-
-// waitUntil polls cond every 10ms until it holds or timeout passes.
-func waitUntil(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // loads counts syncs per member.
@@ -299,7 +287,7 @@ func summarize(ds []time.Duration) string {
 // number of revokes so far, so a test can look only at what follows.
 func (w *world) settle(ids []string, members ...string) int {
 	w.t.Helper()
-	ok := waitUntil(15*time.Second, func() bool {
+	ok := etcdtest.WaitUntil(15*time.Second, func() bool {
 		owners := w.owners()
 		if len(owners) != len(ids) {
 			return false
@@ -322,3 +310,23 @@ func (w *world) settle(ids []string, members ...string) int {
 	}
 	return len(w.eventsOf("revoke"))
 }
+
+// logWatch is a slog.Handler that reports each record whose message
+// contains a given text.
+type logWatch struct {
+	text string
+	seen chan struct{}
+}
+
+func (h *logWatch) Enabled(context.Context, slog.Level) bool { return true }
+func (h *logWatch) Handle(_ context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, h.text) {
+		select {
+		case h.seen <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+func (h *logWatch) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *logWatch) WithGroup(string) slog.Handler      { return h }

@@ -20,6 +20,7 @@ import (
 	"github.com/baton-go/baton/assignment"
 	"github.com/baton-go/baton/election"
 	"github.com/baton-go/baton/internal/etcdtest"
+	"github.com/baton-go/baton/internal/keys"
 )
 
 // waitsRecorder collects the leader loop's waits (testHookLeaderWait).
@@ -81,6 +82,40 @@ func startLeader(t *testing.T, group string, n int, opts ...Option) (*Coordinato
 	return c, all
 }
 
+// handLeader is a leader whose rounds the test runs itself: member m1's
+// Coordinator of a group on a fresh etcd, never joined, and the group's
+// election won as m1 on a session of its own (closed at cleanup).
+type handLeader struct {
+	cli  *clientv3.Client
+	c    *Coordinator
+	k    keys.Layout
+	sess *concurrency.Session
+	el   *election.Election
+}
+
+func newHandLeader(t *testing.T, ctx context.Context, group string, sessionTTL int) *handLeader {
+	t.Helper()
+	cl := etcdtest.NewCluster(t, 1)
+	l := &handLeader{cli: cl.Client(t)}
+	var err error
+	l.c, err = New(l.cli, group, HandlerFuncs{}, WithMemberID("m1"), WithTTL(time.Second))
+	require.NoError(t, err)
+	l.k = l.c.keys
+	l.sess, err = concurrency.NewSession(l.cli, concurrency.WithTTL(sessionTTL))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.sess.Close() })
+	l.el = election.New(l.sess, l.k.Election())
+	_, err = l.el.Campaign(ctx, "m1")
+	require.NoError(t, err)
+	return l
+}
+
+// round runs one round of the leader on v.
+func (l *handLeader) round(ctx context.Context, v *view) error {
+	_, err := l.c.rebalance(ctx, l.el.Guard(), v, &balancerCalls{})
+	return err
+}
+
 // requireBackoff checks that the first n waits grow (exponential backoff),
 // not a constant or no wait at all.
 func requireBackoff(t *testing.T, waits []time.Duration, n int) {
@@ -128,20 +163,11 @@ func TestLeaderWatchBreakBacksOff(t *testing.T) {
 // that no plan ever held.
 func TestGenerationIsNeverReusedAfterAReload(t *testing.T) {
 	setSmallTargets(t)
-	cl := etcdtest.NewCluster(t, 1)
-	cli := cl.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const group = "reuse"
-	c, err := New(cli, group, HandlerFuncs{}, WithMemberID("m1"), WithTTL(time.Second))
-	require.NoError(t, err)
-	k := c.keys
-	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(10))
-	require.NoError(t, err)
-	defer sess.Close()
-	el := election.New(sess, k.Election())
-	_, err = el.Campaign(ctx, "m1")
-	require.NoError(t, err)
+	l := newHandLeader(t, ctx, group, 10)
+	cli, k, sess := l.cli, l.k, l.sess
 	putMember := func(id, zone string) {
 		m := assignment.Member{ID: id, Weight: 1, Labels: map[string]string{"zone": zone}}
 		_, err := cli.Put(ctx, k.Member(id), string(encodeMember(m)), clientv3.WithLease(sess.Lease()))
@@ -155,8 +181,7 @@ func TestGenerationIsNeverReusedAfterAReload(t *testing.T) {
 	round := func() *view {
 		v, _, err := loadView(ctx, cli, k)
 		require.NoError(t, err)
-		_, err = c.rebalance(ctx, el.Guard(), v, &balancerCalls{})
-		require.NoError(t, err)
+		require.NoError(t, l.round(ctx, v))
 		return v
 	}
 	getTarget := func(m string) (head []*mvccpb.KeyValue, parts []*mvccpb.KeyValue) {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/baton-go/baton/coordinator"
+	"github.com/baton-go/baton/internal/etcdtest"
 )
 
 // TestLeaderRequestWithoutAnswerIsRetried: a leader whose Txns get no
@@ -17,8 +18,8 @@ import (
 func TestLeaderRequestWithoutAnswerIsRetried(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		sm := newSimMember(t, 0)
-		for !sm.co.IsLeader() {
-			time.Sleep(10 * time.Millisecond)
+		if !etcdtest.WaitUntil(time.Minute, sm.co.IsLeader) {
+			t.Fatal("the only member does not lead a minute after it joined")
 		}
 		// For 3s every Txn is held until its ctx ends; syncs arrive meanwhile.
 		var on atomic.Bool
@@ -51,10 +52,8 @@ func TestRejoinRequestWithoutAnswerIsRetried(t *testing.T) {
 		time.Sleep(5 * time.Second)
 		on.Store(false)
 		sm.waitOwned(t, 1, time.Minute, "after the requests passed again")
-		for deadline := time.Now().Add(time.Minute); !sm.co.IsLeader(); time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatal("not leader again a minute after the requests passed again")
-			}
+		if !etcdtest.WaitUntil(time.Minute, sm.co.IsLeader) {
+			t.Fatal("not leader again a minute after the requests passed again")
 		}
 		sm.leave(t)
 	})

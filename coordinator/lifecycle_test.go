@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -46,7 +47,7 @@ func TestRunnerFailureIsRetried(t *testing.T) {
 		defer mu.Unlock()
 		return slices.Clone(tokens)
 	}
-	require.True(t, waitUntil(10*time.Second, func() bool { return len(runs()) >= 3 && len(m.co.Owned()) == 1 }), "run retried after failures")
+	require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool { return len(runs()) >= 3 && len(m.co.Owned()) == 1 }), "run retried after failures")
 	got := runs()
 	require.Len(t, got, 3, "the run that did not fail is not restarted")
 	require.Less(t, got[0], got[1], "a retry is a new claim: %v", got)
@@ -77,7 +78,7 @@ func TestAssignErrorAndPanicAreRecovered(t *testing.T) {
 		},
 	}
 	m := w.join("m1", nil, h)
-	require.True(t, waitUntil(10*time.Second, func() bool { return calls.Load() == 3 && len(w.owners()) == 1 }))
+	require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool { return calls.Load() == 3 && len(w.owners()) == 1 }))
 	revokes := w.eventsOf("revoke")
 	require.Len(t, revokes, 2, "every failed OnAssign is followed by OnRevoke(Failed)")
 	for _, e := range revokes {
@@ -212,7 +213,7 @@ func TestWatchCompactionReloads(t *testing.T) {
 	require.NoError(t, err)
 	cluster.DropConnections(0)
 	cluster.UnpauseConnections(0)
-	require.True(t, waitUntil(10*time.Second, func() bool {
+	require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool {
 		owned := m1.co.Owned()
 		return len(owned) == 2 && owned[0].ID() == "a" && string(owned[0].Sync().Spec) == `{"v":6}`
 	}), "m1 runs a's newest spec and b: %v", m1.co.Owned())
@@ -268,4 +269,92 @@ func TestEveryoneLeavesAtOnce(t *testing.T) {
 	}
 	require.Less(t, time.Since(start), 30*time.Second, "nobody waited for its ctx")
 	require.Empty(t, w.owners())
+}
+
+// breakingWatcher breaks (as etcd does on a leader loss, with
+// WithRequireLeader) the first watch on prefix made without a start
+// revision once armed: the one Leave's drain keeps on the members.
+type breakingWatcher struct {
+	clientv3.Watcher
+	prefix string
+	armed  atomic.Bool
+	once   sync.Once
+	broke  chan struct{}
+}
+
+func (b *breakingWatcher) Watch(ctx context.Context, key string, opts ...clientv3.OpOption) clientv3.WatchChan {
+	op := clientv3.OpGet(key, opts...)
+	if b.armed.Load() && key == b.prefix && op.IsOptsWithPrefix() && op.Rev() == 0 {
+		first := false
+		b.once.Do(func() { first = true })
+		if first {
+			ch := make(chan clientv3.WatchResponse, 1)
+			ch <- clientv3.WatchResponse{Canceled: true, CancelReason: "etcdserver: no leader"}
+			close(ch)
+			close(b.broke)
+			return ch
+		}
+	}
+	return b.Watcher.Watch(ctx, key, opts...)
+}
+
+// Leave's drain stops early once no other member can take the syncs
+// (drainForLeave), which it learns from a watch on the members. When that
+// watch breaks (an etcd leader change), drainForLeave gives up watching
+// ("the drain runs on to its ctx") instead of watching again. If the other
+// members then drain or leave, nobody can take the syncs, the drain never
+// completes, and Leave with a ctx that has no deadline never returns.
+func TestLeaveReturnsWhenItsMembersWatchBroke(t *testing.T) {
+	w := newWorld(t, nil)
+	ids := syncIDs(4)
+	w.putSyncs(ids...)
+	cli := w.cluster.Client(t)
+	bw := &breakingWatcher{Watcher: cli.Watcher, prefix: "/baton/" + w.group + "/members/", broke: make(chan struct{})}
+	cli.Watcher = bw
+	// m1's first revoke for the drain waits until m2 has gone, so m1 is
+	// not drained before.
+	hold := make(chan struct{})
+	var holdOnce sync.Once
+	rec := w.handler("m1")
+	h := coordinator.HandlerFuncs{
+		Assign: rec.Assign,
+		Revoke: func(ctx context.Context, c *assignment.Claim, why assignment.RevokeReason) {
+			if why == assignment.Draining {
+				holdOnce.Do(func() {
+					select {
+					case <-hold:
+					case <-time.After(30 * time.Second):
+					}
+				})
+			}
+			rec.Revoke(ctx, c, why)
+		},
+	}
+	m1 := w.join("m1", cli, h)
+	m2 := w.join("m2", nil, nil)
+	w.settle(ids, "m1", "m2")
+
+	bw.armed.Store(true)
+	left := make(chan error, 1)
+	go func() { left <- m1.co.Leave(context.Background()) }()
+	select {
+	case <-bw.broke:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Leave's drain did not watch the members")
+	}
+	require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool {
+		r, err := w.admin.Get(context.Background(), "/baton/"+w.group+"/members/m1")
+		return err == nil && len(r.Kvs) == 1 && strings.Contains(string(r.Kvs[0].Value), `"draining":true`)
+	}), "m1 says it drains")
+	// m2 leaves: m1 drains, so m2 is alone and goes at once.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, m2.co.Leave(ctx))
+	close(hold)
+	select {
+	case err := <-left:
+		require.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("m1's Leave(context.Background()) hung: nobody is left to take its syncs, and its members watch had broken")
+	}
 }

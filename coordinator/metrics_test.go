@@ -16,6 +16,7 @@ import (
 
 	"github.com/baton-go/baton/assignment"
 	"github.com/baton-go/baton/coordinator"
+	"github.com/baton-go/baton/internal/etcdtest"
 	"github.com/baton-go/baton/rebalance"
 )
 
@@ -149,7 +150,7 @@ func TestMetricsThroughRebalance(t *testing.T) {
 	// Gauges follow the group a moment after it settles: poll.
 	var s scrape
 	var problems []string
-	ok := waitUntil(10*time.Second, func() bool {
+	ok := etcdtest.WaitUntil(10*time.Second, func() bool {
 		s = gather(t, reg)
 		problems = nil
 		check := func(cond bool, format string, args ...any) {
@@ -227,7 +228,7 @@ func TestMetricsThroughRebalance(t *testing.T) {
 	w.settle(ids, "m1", "m2")
 	w.join("m3", nil, slow("m3"), opts()...)
 	w.settle(ids, "m1", "m2", "m3")
-	require.True(t, waitUntil(5*time.Second, func() bool { return gather(t, reg).of("baton_syncs_owned", "m3") == 2 }))
+	require.True(t, etcdtest.WaitUntil(5*time.Second, func() bool { return gather(t, reg).of("baton_syncs_owned", "m3") == 2 }))
 
 	// A crash revokes with Shutdown, counted by reason.
 	victim := "m1"
@@ -250,7 +251,7 @@ func TestMetricsLeaseLoss(t *testing.T) {
 	w.putSyncs(ids...)
 	w.join("cut", w.cluster.ClientTo(t, 0), nil, coordinator.WithMetrics(reg))
 	w.waitOwned(ids, 10*time.Second, "cut")
-	require.True(t, waitUntil(5*time.Second, func() bool {
+	require.True(t, etcdtest.WaitUntil(5*time.Second, func() bool {
 		return len(gather(t, reg)["baton_lease_deadline_margin_seconds"].GetMetric()) == 1
 	}), "margin reported after the first renewal")
 
@@ -258,7 +259,7 @@ func TestMetricsLeaseLoss(t *testing.T) {
 	var s scrape
 	// A revoke is counted when OnRevoke returns, just before the claim
 	// leaves the owned set: a scrape can fall between the two.
-	ok := waitUntil(10*time.Second, func() bool {
+	ok := etcdtest.WaitUntil(10*time.Second, func() bool {
 		s = gather(t, reg)
 		return s.sum("baton_revokes_total", map[string]string{"reason": "lease-lost"}) == 2 &&
 			s.sum("baton_etcd_request_errors_total", map[string]string{"op": "keepalive"}) >= 1 &&
@@ -268,13 +269,13 @@ func TestMetricsLeaseLoss(t *testing.T) {
 		s.sum("baton_revokes_total", map[string]string{"reason": "lease-lost"}),
 		s.sum("baton_etcd_request_errors_total", map[string]string{"op": "keepalive"}),
 		s.sum("baton_syncs_owned", nil))
-	require.True(t, waitUntil(5*time.Second, func() bool {
+	require.True(t, etcdtest.WaitUntil(5*time.Second, func() bool {
 		return len(gather(t, reg)["baton_lease_deadline_margin_seconds"].GetMetric()) == 0
 	}), "no margin once the deadline has passed")
 
 	w.cluster.Unblackhole(0)
 	w.waitOwned(ids, 15*time.Second, "cut")
-	require.True(t, waitUntil(5*time.Second, func() bool {
+	require.True(t, etcdtest.WaitUntil(5*time.Second, func() bool {
 		s = gather(t, reg)
 		return s.sum("baton_syncs_owned", nil) == 2 && len(s["baton_lease_deadline_margin_seconds"].GetMetric()) == 1
 	}), "the member rejoined: owns its syncs and reports a margin again")

@@ -156,7 +156,16 @@ func TestOwnedForgetsAClaimBeforeItsKeyIsDeleted(t *testing.T) {
 
 	_, err = b.cli.Put(ctx, targetKey, string(encodeTarget(2, nil)))
 	require.NoError(t, err)
-	require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool { return b.ownerKey("s") == nil }), "s released")
+	// The key is gone from etcd a moment before the release's answer
+	// reaches the intercept: wait for both.
+	require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool {
+		if b.ownerKey("s") != nil {
+			return false
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return releases > 0
+	}), "s released")
 	mu.Lock()
 	defer mu.Unlock()
 	require.Equal(t, 1, releases)

@@ -23,7 +23,7 @@ func TestFirstJoin(t *testing.T) {
 	w.putSyncs(ids...)
 	m := w.join("m1", nil, nil)
 	w.waitOwned(ids, 5*time.Second, "m1")
-	require.True(t, waitUntil(5*time.Second, m.co.IsLeader), "the only member leads")
+	require.True(t, etcdtest.WaitUntil(5*time.Second, m.co.IsLeader), "the only member leads")
 	require.Len(t, m.co.Owned(), 5)
 	for _, c := range m.co.Owned() {
 		require.Positive(t, c.Token())
@@ -42,7 +42,7 @@ func TestThreeMembersThirtySyncs(t *testing.T) {
 		w.join(id, nil, nil)
 	}
 	var owners map[string]string
-	require.True(t, waitUntil(10*time.Second, func() bool {
+	require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool {
 		owners = w.owners()
 		l := loads(owners)
 		return len(owners) == 30 && l["m1"] == 10 && l["m2"] == 10 && l["m3"] == 10
@@ -67,7 +67,7 @@ func TestJoinMovesOnlyTheMinimum(t *testing.T) {
 
 	w.join("m4", nil, nil)
 	var after map[string]string
-	require.True(t, waitUntil(10*time.Second, func() bool {
+	require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool {
 		after = w.owners()
 		l := loads(after)
 		return len(after) == 30 && (l["m4"] == 7 || l["m4"] == 8) && l["m1"] >= 7 && l["m2"] >= 7 && l["m3"] >= 7
@@ -185,7 +185,7 @@ func TestLeaderCrash(t *testing.T) {
 	w.waitOwned(ids, failoverBound+2*time.Second, survivors...)
 	t.Logf("leader crash failover: %v (bound %v)", time.Since(crashed), failoverBound)
 	w.waitStopped(leader)
-	require.True(t, waitUntil(5*time.Second, func() bool {
+	require.True(t, etcdtest.WaitUntil(5*time.Second, func() bool {
 		return w.members[survivors[0]].co.IsLeader() || w.members[survivors[1]].co.IsLeader()
 	}), "a new leader")
 	for _, e := range w.eventsOf("revoke")[base:] {
@@ -233,7 +233,7 @@ func TestSyncAddRemoveSpecChange(t *testing.T) {
 	for _, id := range []string{"a", "b"} {
 		require.NoError(t, w.store.Put(ctx, assignment.Sync{ID: id, Spec: []byte(`{"v":2}`)}))
 	}
-	require.True(t, waitUntil(5*time.Second, func() bool {
+	require.True(t, etcdtest.WaitUntil(5*time.Second, func() bool {
 		return len(w.eventsOf("update")) == 1 && len(w.eventsOf("revoke")) == base+2 && len(w.eventsOf("assign")) == assigns+1
 	}), "events: %v", w.eventsOf(""))
 	upd := w.eventsOf("update")[0]
@@ -286,7 +286,7 @@ func TestCutOffMemberRevokesByDeadline(t *testing.T) {
 	require.NoError(t, w.rec.Check())
 	cluster.Unblackhole(0)
 	// Back in touch, the victim joins again under its ID and gets work.
-	require.True(t, waitUntil(10*time.Second, func() bool { return loads(w.owners())["cut"] > 0 }), "victim rejoins: %v", loads(w.owners()))
+	require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool { return loads(w.owners())["cut"] > 0 }), "victim rejoins: %v", loads(w.owners()))
 }
 
 func TestDuplicateMemberID(t *testing.T) {
@@ -395,7 +395,7 @@ func TestBalancerFailuresKeepPreviousTargets(t *testing.T) {
 			w.join("m2", nil, nil, coordinator.WithBalancer(b))
 			// The leader tries (a sync and a member were added) and fails
 			// more than once; nothing may change.
-			require.True(t, waitUntil(10*time.Second, func() bool { return failures.Load() >= 2 }))
+			require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool { return failures.Load() >= 2 }))
 			st := describe(t, w)
 			require.Equal(t, gen, st.Generation, "no plan written")
 			require.Equal(t, map[string]string{"a": "m1", "b": "m1"}, w.owners())

@@ -11,6 +11,7 @@ import (
 
 	"github.com/baton-go/baton/assignment"
 	"github.com/baton-go/baton/coordinator"
+	"github.com/baton-go/baton/internal/etcdtest"
 	"github.com/baton-go/baton/internal/simetcd"
 )
 
@@ -78,12 +79,8 @@ func (sm *simMember) hold(method string, on *atomic.Bool) {
 // waitOwned waits (in virtual time) until the member runs n syncs.
 func (sm *simMember) waitOwned(t *testing.T, n int32, limit time.Duration, when string) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for sm.owned.Load() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d of %d syncs owned after %v", when, sm.owned.Load(), n, limit)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !etcdtest.WaitUntil(limit, func() bool { return sm.owned.Load() == n }) {
+		t.Fatalf("%s: %d of %d syncs owned after %v", when, sm.owned.Load(), n, limit)
 	}
 }
 

@@ -13,11 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/baton-go/baton/assignment"
-	"github.com/baton-go/baton/election"
-	"github.com/baton-go/baton/internal/etcdtest"
 	"github.com/baton-go/baton/internal/keys"
 )
 
@@ -260,20 +257,10 @@ func TestPlanWriteFailureIsReportedAndRepaired(t *testing.T) {
 // delete is guarded on the member key being absent.
 func TestTargetDeleteSparesReRegisteredMember(t *testing.T) {
 	setSmallTargets(t) // m2's target is split: its parts must stay too
-	cl := etcdtest.NewCluster(t, 1)
-	cli := cl.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := New(cli, "stale", HandlerFuncs{}, WithMemberID("m1"), WithTTL(time.Second))
-	require.NoError(t, err)
-	k := c.keys
-
-	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(5))
-	require.NoError(t, err)
-	defer sess.Close()
-	el := election.New(sess, k.Election())
-	_, err = el.Campaign(ctx, "m1")
-	require.NoError(t, err)
+	l := newHandLeader(t, ctx, "stale", 5)
+	cli, k, sess := l.cli, l.k, l.sess
 
 	// In etcd: m2 registered (again), with its target.
 	syncs := putSyncs(t, cli, "stale", 30)
@@ -283,7 +270,7 @@ func TestTargetDeleteSparesReRegisteredMember(t *testing.T) {
 	for _, kv := range storeTarget(k, "m2", 0, head, parts) {
 		ops = append(ops, clientv3.OpPut(string(kv.Key), string(kv.Value)))
 	}
-	_, err = cli.Txn(ctx).Then(ops...).Commit()
+	_, err := cli.Txn(ctx).Then(ops...).Commit()
 	require.NoError(t, err)
 	before, err := cli.Get(ctx, k.Target("m2"), clientv3.WithPrefix())
 	require.NoError(t, err)
@@ -292,8 +279,7 @@ func TestTargetDeleteSparesReRegisteredMember(t *testing.T) {
 	v, _, err := loadView(ctx, cli, k)
 	require.NoError(t, err)
 	delete(v.members, "m2")
-	_, err = c.rebalance(ctx, el.Guard(), v, &balancerCalls{})
-	require.NoError(t, err)
+	require.NoError(t, l.round(ctx, v))
 
 	after, err := cli.Get(ctx, k.Target("m2"), clientv3.WithPrefix())
 	require.NoError(t, err)
@@ -303,8 +289,7 @@ func TestTargetDeleteSparesReRegisteredMember(t *testing.T) {
 	// Once m2 is gone for real, the next round deletes all its keys.
 	_, err = cli.Delete(ctx, k.Member("m2"))
 	require.NoError(t, err)
-	_, err = c.rebalance(ctx, el.Guard(), v, &balancerCalls{})
-	require.NoError(t, err)
+	require.NoError(t, l.round(ctx, v))
 	after, err = cli.Get(ctx, k.Target("m2"), clientv3.WithPrefix(), clientv3.WithCountOnly())
 	require.NoError(t, err)
 	require.Zero(t, after.Count)

@@ -3,7 +3,6 @@ package coordinator_test
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,28 +11,9 @@ import (
 
 	"github.com/baton-go/baton/assignment"
 	"github.com/baton-go/baton/coordinator"
+	"github.com/baton-go/baton/internal/etcdtest"
 	"github.com/baton-go/baton/rebalance"
 )
-
-// logWatch is a slog.Handler that reports each record whose message
-// contains a given text.
-type logWatch struct {
-	text string
-	seen chan struct{}
-}
-
-func (h *logWatch) Enabled(context.Context, slog.Level) bool { return true }
-func (h *logWatch) Handle(_ context.Context, r slog.Record) error {
-	if strings.Contains(r.Message, h.text) {
-		select {
-		case h.seen <- struct{}{}:
-		default:
-		}
-	}
-	return nil
-}
-func (h *logWatch) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *logWatch) WithGroup(string) slog.Handler      { return h }
 
 // TestThrottledRolloutSurvivesASpecPutMidMove: a round run while a move is
 // in flight (here for a spec Put) writes nothing; the rollout must go on
@@ -57,7 +37,7 @@ func TestThrottledRolloutSurvivesASpecPutMidMove(t *testing.T) {
 		rec(ctx, c, why)
 	}
 	m1 := w.join("m1", nil, h, bal, coordinator.WithLogger(slog.New(unchanged)))
-	require.True(t, waitUntil(5*time.Second, m1.co.IsLeader))
+	require.True(t, etcdtest.WaitUntil(5*time.Second, m1.co.IsLeader))
 	w.waitOwned(ids, 5*time.Second, "m1")
 
 	w.join("m2", nil, nil, bal)
@@ -82,7 +62,7 @@ func TestThrottledRolloutSurvivesASpecPutMidMove(t *testing.T) {
 	}
 	close(proceed)
 	var l map[string]int
-	require.True(t, waitUntil(10*time.Second, func() bool {
+	require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool {
 		l = loads(w.owners())
 		return l["m1"] == 3 && l["m2"] == 3
 	}), "rollout stopped at %v", l)
