@@ -207,7 +207,7 @@ func (t *term) follow(v *view, rev int64) (progress bool) {
 	for {
 		var wr clientv3.WatchResponse
 		var ok bool
-		var apply func(keys.Layout, *mvccpb.KeyValue, bool)
+		var apply func(keys.Layout, *mvccpb.KeyValue, mvccpb.Event_EventType)
 		trigger := true
 		select {
 		case <-t.ctx.Done():
@@ -223,9 +223,9 @@ func (t *term) follow(v *view, rev int64) (progress bool) {
 			// The leader's own writes are in the view already; a target
 			// written or deleted by anyone else is put right.
 			trigger = false
-			apply = func(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
-				trigger = trigger || !v.holdsTarget(k, kv, deleted)
-				v.applyTarget(k, kv, deleted)
+			apply = func(k keys.Layout, kv *mvccpb.KeyValue, ev mvccpb.Event_EventType) {
+				trigger = trigger || !v.holdsTarget(k, kv, ev)
+				v.applyTarget(k, kv, ev)
 			}
 		case wr, ok = <-och:
 			apply, trigger = v.applyOwner, t.again
@@ -238,7 +238,7 @@ func (t *term) follow(v *view, rev int64) (progress bool) {
 		}
 		progress = true
 		for _, ev := range wr.Events {
-			apply(c.keys, ev.Kv, ev.Type == mvccpb.DELETE)
+			apply(c.keys, ev.Kv, ev.Type)
 		}
 		if trigger {
 			t.schedule(t.settle)

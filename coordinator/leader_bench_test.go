@@ -63,16 +63,16 @@ func memberID(i int) string { return fmt.Sprintf("member-%04d", i) }
 func (g *benchGroup) load() *view {
 	v := newView()
 	for _, kv := range g.members {
-		v.applyMember(g.k, kv, false)
+		v.applyMember(g.k, kv, mvccpb.PUT)
 	}
 	for _, kv := range g.syncs {
-		v.applySync(g.k, kv, false)
+		v.applySync(g.k, kv, mvccpb.PUT)
 	}
 	for _, kv := range g.targets {
-		v.applyTarget(g.k, kv, false)
+		v.applyTarget(g.k, kv, mvccpb.PUT)
 	}
 	for _, kv := range g.owners {
-		v.applyOwner(g.k, kv, false)
+		v.applyOwner(g.k, kv, mvccpb.PUT)
 	}
 	return v
 }

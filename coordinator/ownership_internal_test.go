@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/baton-go/baton/assignment"
@@ -112,7 +113,7 @@ func TestNoAssignOnceTheLeaseIsAtRisk(t *testing.T) {
 				require.NoError(t, b.store.Put(ctx, assignment.Sync{ID: "s", Spec: []byte(`{"v":2}`)}))
 				resp, err := b.cli.Get(ctx, b.w.c.keys.Sync("s"))
 				require.NoError(t, err)
-				b.w.applySpec(resp.Kvs[0], false)
+				b.w.applySpec(resp.Kvs[0], mvccpb.PUT)
 			}
 			require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool {
 				return calls.Load() == int64(lose) && b.w.actorCount() == 0

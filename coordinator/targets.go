@@ -170,8 +170,8 @@ type targetKeys struct {
 }
 
 // apply records a put (or a delete) of one of this member's keys.
-func (t *targetKeys) apply(member, suffix string, kv *mvccpb.KeyValue, deleted bool) {
-	if deleted {
+func (t *targetKeys) apply(member, suffix string, kv *mvccpb.KeyValue, ev mvccpb.Event_EventType) {
+	if ev == mvccpb.DELETE {
 		t.del(suffix)
 		return
 	}
@@ -269,7 +269,7 @@ func (t *memberTarget) read(k keys.Layout, member string, kvss ...[]*mvccpb.KeyV
 	t.member = member
 	for _, kvs := range kvss {
 		for _, kv := range kvs {
-			t.apply(k, kv, false)
+			t.apply(k, kv, mvccpb.PUT)
 		}
 	}
 }
@@ -277,13 +277,13 @@ func (t *memberTarget) read(k keys.Layout, member string, kvss ...[]*mvccpb.KeyV
 // events records watch events on the member's keys.
 func (t *memberTarget) events(k keys.Layout, evs []*clientv3.Event) {
 	for _, ev := range evs {
-		t.apply(k, ev.Kv, ev.Type == mvccpb.DELETE)
+		t.apply(k, ev.Kv, ev.Type)
 	}
 }
 
-func (t *memberTarget) apply(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
+func (t *memberTarget) apply(k keys.Layout, kv *mvccpb.KeyValue, ev mvccpb.Event_EventType) {
 	if m, suffix, ok := targetKey(k, string(kv.Key)); ok && m == t.member {
-		t.keys.apply(m, suffix, kv, deleted)
+		t.keys.apply(m, suffix, kv, ev)
 	}
 }
 

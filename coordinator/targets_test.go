@@ -56,7 +56,7 @@ func TestSplitTargetRoundTrip(t *testing.T) {
 		for _, kv := range storeTarget(k, "m", 5, head, parts) {
 			_, suffix, ok := targetKey(k, string(kv.Key))
 			require.True(t, ok)
-			tk.apply("m", suffix, kv, false)
+			tk.apply("m", suffix, kv, mvccpb.PUT)
 		}
 		gen, got, st := tk.assemble()
 		require.Equal(t, targetComplete, st)

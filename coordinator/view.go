@@ -76,16 +76,16 @@ func loadView(ctx context.Context, cli *clientv3.Client, k keys.Layout) (*view, 
 	}
 	v := newView()
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		v.applyMember(k, kv, false)
+		v.applyMember(k, kv, mvccpb.PUT)
 	}
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		v.applySync(k, kv, false)
+		v.applySync(k, kv, mvccpb.PUT)
 	}
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
-		v.applyTarget(k, kv, false)
+		v.applyTarget(k, kv, mvccpb.PUT)
 	}
 	for _, kv := range resp.Responses[3].GetResponseRange().Kvs {
-		v.applyOwner(k, kv, false)
+		v.applyOwner(k, kv, mvccpb.PUT)
 	}
 	if kvs := resp.Responses[4].GetResponseRange().Kvs; len(kvs) == 1 {
 		st := readLeaderStatus(kvs[0].Value)
@@ -95,14 +95,14 @@ func loadView(ctx context.Context, cli *clientv3.Client, k keys.Layout) (*view, 
 	return v, resp.Header.Revision, nil
 }
 
-func (v *view) applyMember(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
+func (v *view) applyMember(k keys.Layout, kv *mvccpb.KeyValue, ev mvccpb.Event_EventType) {
 	id, ok := keys.ID(k.Members(), string(kv.Key))
 	if !ok {
 		return
 	}
 	delete(v.members, id)
 	delete(v.ignored, id)
-	if deleted {
+	if ev == mvccpb.DELETE {
 		return
 	}
 	// Only a key held by a lease is a member: one written by hand without
@@ -114,10 +114,10 @@ func (v *view) applyMember(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
 	v.ignored[id] = kv.ModRevision
 }
 
-func (v *view) applySync(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
+func (v *view) applySync(k keys.Layout, kv *mvccpb.KeyValue, ev mvccpb.Event_EventType) {
 	id, ok := keys.ID(k.Syncs(), string(kv.Key))
 	if !ok {
-		if !deleted {
+		if ev != mvccpb.DELETE {
 			v.invalid[string(kv.Key)] = fmt.Errorf("%w: key %q is not <prefix>/<group>/syncs/<valid ID>", ErrInvalidSpec, kv.Key)
 		} else {
 			delete(v.invalid, string(kv.Key))
@@ -126,7 +126,7 @@ func (v *view) applySync(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
 	}
 	delete(v.syncs, id)
 	delete(v.invalid, id)
-	if deleted {
+	if ev == mvccpb.DELETE {
 		return
 	}
 	sy, err := decodeSync(id, kv.Value, kv.ModRevision)
@@ -137,25 +137,25 @@ func (v *view) applySync(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
 	v.syncs[id] = sy
 }
 
-func (v *view) applyTarget(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
+func (v *view) applyTarget(k keys.Layout, kv *mvccpb.KeyValue, ev mvccpb.Event_EventType) {
 	m, suffix, ok := targetKey(k, string(kv.Key))
 	if !ok {
 		return
 	}
 	t := v.targets[m]
 	if t == nil {
-		if deleted {
+		if ev == mvccpb.DELETE {
 			return
 		}
 		t = &targetKeys{}
 		v.targets[m] = t
 	}
-	t.apply(m, suffix, kv, deleted)
+	t.apply(m, suffix, kv, ev)
 	if t.empty() {
 		delete(v.targets, m)
 		return
 	}
-	if r := t.kvs[suffix].rec; !deleted && r != nil {
+	if r := t.kvs[suffix].rec; ev != mvccpb.DELETE && r != nil {
 		v.gen = max(v.gen, r.Generation)
 	}
 }
@@ -163,7 +163,7 @@ func (v *view) applyTarget(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
 // holdsTarget reports whether an event on targets/ leaves the key as the
 // view has it, as the leader's own writes do: the leader records each key
 // it writes, at the Txn's revision, before the watch can show it.
-func (v *view) holdsTarget(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) bool {
+func (v *view) holdsTarget(k keys.Layout, kv *mvccpb.KeyValue, ev mvccpb.Event_EventType) bool {
 	m, suffix, ok := targetKey(k, string(kv.Key))
 	if !ok {
 		return true // names no member: ignored
@@ -173,7 +173,7 @@ func (v *view) holdsTarget(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) boo
 	if t := v.targets[m]; t != nil {
 		cur, had = t.kvs[suffix]
 	}
-	if deleted {
+	if ev == mvccpb.DELETE {
 		return !had
 	}
 	return had && cur.rev == kv.ModRevision
@@ -190,12 +190,12 @@ func (v *view) targetSyncs(m string) (syncs []string, clean bool) {
 	return syncs, st == targetComplete && t.clean()
 }
 
-func (v *view) applyOwner(k keys.Layout, kv *mvccpb.KeyValue, deleted bool) {
+func (v *view) applyOwner(k keys.Layout, kv *mvccpb.KeyValue, ev mvccpb.Event_EventType) {
 	id, ok := keys.ID(k.Owners(), string(kv.Key))
 	if !ok {
 		return
 	}
-	if deleted {
+	if ev == mvccpb.DELETE {
 		delete(v.owners, id)
 		return
 	}

@@ -194,9 +194,9 @@ func (w *worker) rereadSpecs() (specRev int64, err error) {
 		for i, r := range resp.Responses {
 			kvs := r.GetResponseRange().Kvs
 			if len(kvs) == 1 {
-				w.applySpec(kvs[0], false)
+				w.applySpec(kvs[0], mvccpb.PUT)
 			} else {
-				w.applySpec(&mvccpb.KeyValue{Key: []byte(w.c.keys.Sync(batch[i]))}, true)
+				w.applySpec(&mvccpb.KeyValue{Key: []byte(w.c.keys.Sync(batch[i]))}, mvccpb.DELETE)
 			}
 		}
 	}
@@ -310,7 +310,7 @@ func (w *worker) targetEvents(evs []*clientv3.Event) bool {
 // specEvents applies events on syncs/. It always returns true.
 func (w *worker) specEvents(evs []*clientv3.Event) bool {
 	for _, ev := range evs {
-		w.applySpec(ev.Kv, ev.Type == mvccpb.DELETE)
+		w.applySpec(ev.Kv, ev.Type)
 	}
 	return true
 }
@@ -413,14 +413,14 @@ func (w *worker) suspect() {
 // actor; for a targeted sync without one it keeps or clears the gone mark,
 // and starts an actor once the spec can be run. Other syncs' events are
 // dropped at once, so memory follows what is owned.
-func (w *worker) applySpec(kv *mvccpb.KeyValue, deleted bool) {
+func (w *worker) applySpec(kv *mvccpb.KeyValue, ev mvccpb.Event_EventType) {
 	id, ok := keys.ID(w.c.keys.Syncs(), string(kv.Key))
 	if !ok {
 		return
 	}
 	var sy assignment.Sync
 	var err error
-	if deleted {
+	if ev == mvccpb.DELETE {
 		err = fmt.Errorf("coordinator: sync %q was deleted", id)
 	} else {
 		sy, err = decodeSync(id, kv.Value, kv.ModRevision)
@@ -453,7 +453,7 @@ func (w *worker) applySpec(kv *mvccpb.KeyValue, deleted bool) {
 		w.spawnLocked(id, nil)
 	}
 	w.mu.Unlock()
-	if a != nil && err != nil && !deleted {
+	if a != nil && err != nil && ev != mvccpb.DELETE {
 		w.c.log.Error("owned sync has an invalid spec; revoking it", "sync", id, "error", err)
 	}
 }

@@ -55,7 +55,7 @@ func TestStaleUnreadableClaimDoesNotMarkAFixedSyncGone(t *testing.T) {
 			require.NoError(t, b.store.Put(ctx, assignment.Sync{ID: "s", Spec: []byte(`{"v":2}`)}))
 			resp, err := b.cli.Get(ctx, key)
 			require.NoError(t, err)
-			b.w.applySpec(resp.Kvs[0], false)
+			b.w.applySpec(resp.Kvs[0], mvccpb.PUT)
 			close(start.open)
 			require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool { return b.owned("s") != nil }),
 				"s, targeted here with a valid spec (seen by the worker), runs; gone=%v actors=%d",
@@ -81,7 +81,7 @@ func TestStaleSpecEventDoesNotRevokeANewerSpec(t *testing.T) {
 	require.True(t, etcdtest.WaitUntil(10*time.Second, func() bool { return b.owned("s") != nil }), "s runs")
 	require.JSONEq(t, `{"v":2}`, string(b.owned("s").Sync().Spec))
 	// The watch catches up: the broken spec, older than v2.
-	b.w.applySpec(&mvccpb.KeyValue{Key: []byte(key), Value: []byte("{not json"), ModRevision: broken.Header.Revision}, false)
+	b.w.applySpec(&mvccpb.KeyValue{Key: []byte(key), Value: []byte("{not json"), ModRevision: broken.Header.Revision}, mvccpb.PUT)
 	b.w.mu.Lock()
 	a, gone := b.w.actors["s"], b.w.gone["s"]
 	want := a != nil && a.want
