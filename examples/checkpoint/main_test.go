@@ -1,7 +1,6 @@
 package main
 
 import (
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,45 +10,11 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/baton-go/baton/internal/etcdtest"
+	"github.com/baton-go/baton/internal/transcript"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, etcdtest.LeakOptions()...)
-}
-
-var eventLine = regexp.MustCompile(`^\[\s*\d+\.\d+s\] (.*)$`)
-
-// events returns the lines of out without their time stamps.
-func events(t *testing.T, out string) []string {
-	t.Helper()
-	var evs []string
-	for _, line := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
-		m := eventLine.FindStringSubmatch(line)
-		require.NotNil(t, m, "a line without a time stamp: %q", line)
-		evs = append(evs, m[1])
-	}
-	return evs
-}
-
-// find returns the index and submatches of the first event after index
-// after that matches re in full.
-func find(t *testing.T, evs []string, after int, re string) (int, []string) {
-	t.Helper()
-	rx := regexp.MustCompile("^" + re + "$")
-	for i := after + 1; i < len(evs); i++ {
-		if m := rx.FindStringSubmatch(evs[i]); m != nil {
-			return i, m
-		}
-	}
-	t.Fatalf("no line %q after line %d", re, after)
-	return 0, nil
-}
-
-func atoi(t *testing.T, s string) int {
-	t.Helper()
-	n, err := strconv.Atoi(s)
-	require.NoError(t, err)
-	return n
 }
 
 // TestCheckpoint runs the example as `go run ./examples/checkpoint` does,
@@ -63,30 +28,30 @@ func TestCheckpoint(t *testing.T) {
 	t.Log("\n" + out.String())
 	require.NoError(t, err)
 
-	evs := events(t, out.String())
-	i, _ := find(t, evs, -1, `embedded etcd at \S+`)
-	i, _ = find(t, evs, i, `group checkpoint-[0-9a-f]{6}: sync orders-copy copies 200 rows in batches of 10, checkpointing after each`)
-	i, m := find(t, evs, i, `alpha owns orders-copy \(token (\d+)\), resumes at row 0`)
+	evs := transcript.Events(t, out.String())
+	i, _ := transcript.Find(t, evs, -1, `embedded etcd at \S+`)
+	i, _ = transcript.Find(t, evs, i, `group checkpoint-[0-9a-f]{6}: sync orders-copy copies 200 rows in batches of 10, checkpointing after each`)
+	i, m := transcript.Find(t, evs, i, `alpha owns orders-copy \(token (\d+)\), resumes at row 0`)
 	alphaToken := m[1]
-	i, _ = find(t, evs, i, `beta joined as a standby \(one sync: it stays where it runs\)`)
-	i, m = find(t, evs, i, `alpha crashes at row (\d+) \(its lease expires within 2s\)`)
-	crashedAt := atoi(t, m[1])
+	i, _ = transcript.Find(t, evs, i, `beta joined as a standby \(one sync: it stays where it runs\)`)
+	i, m = transcript.Find(t, evs, i, `alpha crashes at row (\d+) \(its lease expires within 2s\)`)
+	crashedAt := transcript.Atoi(t, m[1])
 	require.GreaterOrEqual(t, crashedAt, 80, "the demo lets alpha copy 80 rows first")
 
 	// beta's line and the demo's next ones are ordered: the demo waits
 	// until beta has said it owns the sync.
-	i, m = find(t, evs, i, `beta  owns orders-copy \(token (\d+)\), resumes at row (\d+)`)
-	betaToken, resumed := m[1], atoi(t, m[2])
-	require.Greater(t, atoi(t, betaToken), atoi(t, alphaToken), "the new owner's fencing token is newer")
+	i, m = transcript.Find(t, evs, i, `beta  owns orders-copy \(token (\d+)\), resumes at row (\d+)`)
+	betaToken, resumed := m[1], transcript.Atoi(t, m[2])
+	require.Greater(t, transcript.Atoi(t, betaToken), transcript.Atoi(t, alphaToken), "the new owner's fencing token is newer")
 	require.GreaterOrEqual(t, resumed, crashedAt, "beta resumed at or past the row alpha had checkpointed")
 	require.Zero(t, resumed%10, "a checkpoint is a batch boundary")
-	i, _ = find(t, evs, i, `failover took \d+\.\d+s; beta resumed at row `+strconv.Itoa(resumed)+`, alpha's last checkpoint: nothing skipped`)
+	i, _ = transcript.Find(t, evs, i, `failover took \d+\.\d+s; beta resumed at row `+strconv.Itoa(resumed)+`, alpha's last checkpoint: nothing skipped`)
 
-	i, _ = find(t, evs, i, `zombie alpha saves a checkpoint: .+ \(ErrNotOwner: true\)`)
-	i, _ = find(t, evs, i, `zombie alpha writes rows with token `+alphaToken+` < `+betaToken+`: destination: write with a stale fencing token refused`)
-	i, m = find(t, evs, i, `destination: 200 of 200 rows, (\d+) rows copied twice \(at most one batch: true\), 1 stale write refused`)
-	require.LessOrEqual(t, atoi(t, m[1]), 10)
-	find(t, evs, i, `beta left; done`)
+	i, _ = transcript.Find(t, evs, i, `zombie alpha saves a checkpoint: .+ \(ErrNotOwner: true\)`)
+	i, _ = transcript.Find(t, evs, i, `zombie alpha writes rows with token `+alphaToken+` < `+betaToken+`: destination: write with a stale fencing token refused`)
+	i, m = transcript.Find(t, evs, i, `destination: 200 of 200 rows, (\d+) rows copied twice \(at most one batch: true\), 1 stale write refused`)
+	require.LessOrEqual(t, transcript.Atoi(t, m[1]), 10)
+	transcript.Find(t, evs, i, `beta left; done`)
 	require.Equal(t, "beta left; done", evs[len(evs)-1])
 
 	// beta's last line races with the demo's, which polls beta's position.

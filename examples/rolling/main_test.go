@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,56 +10,11 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/baton-go/baton/internal/etcdtest"
+	"github.com/baton-go/baton/internal/transcript"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, etcdtest.LeakOptions()...)
-}
-
-var eventLine = regexp.MustCompile(`^\[\s*\d+\.\d+s\] (.*)$`)
-
-// events returns the lines of out without their time stamps.
-func events(t *testing.T, out string) []string {
-	t.Helper()
-	var evs []string
-	for _, line := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
-		m := eventLine.FindStringSubmatch(line)
-		require.NotNil(t, m, "a line without a time stamp: %q", line)
-		evs = append(evs, m[1])
-	}
-	return evs
-}
-
-// find returns the index and submatches of the first event after index
-// after that matches re in full.
-func find(t *testing.T, evs []string, after int, re string) (int, []string) {
-	t.Helper()
-	rx := regexp.MustCompile("^" + re + "$")
-	for i := after + 1; i < len(evs); i++ {
-		if m := rx.FindStringSubmatch(evs[i]); m != nil {
-			return i, m
-		}
-	}
-	t.Fatalf("no line %q after line %d", re, after)
-	return 0, nil
-}
-
-func count(evs []string, re string) int {
-	rx := regexp.MustCompile("^" + re + "$")
-	n := 0
-	for _, e := range evs {
-		if rx.MatchString(e) {
-			n++
-		}
-	}
-	return n
-}
-
-func atoi(t *testing.T, s string) int {
-	t.Helper()
-	n, err := strconv.Atoi(s)
-	require.NoError(t, err)
-	return n
 }
 
 // TestRolling runs the example as `go run ./examples/rolling` does, and
@@ -86,38 +39,38 @@ func TestRolling(t *testing.T) {
 
 	// Every line comes from the demo's goroutine or from a member's serve
 	// while the demo waits for it, so their order is fixed.
-	evs := events(t, out.String())
-	i, _ := find(t, evs, -1, `embedded etcd at \S+`)
-	i, _ = find(t, evs, i, `group rolling-[0-9a-f]{6}: 12 syncs, each working in 20ms batches`)
-	i, _ = find(t, evs, i, `all 12 syncs running on \[web-0 web-1 web-2\]`)
+	evs := transcript.Events(t, out.String())
+	i, _ := transcript.Find(t, evs, -1, `embedded etcd at \S+`)
+	i, _ = transcript.Find(t, evs, i, `group rolling-[0-9a-f]{6}: 12 syncs, each working in 20ms batches`)
+	i, _ = transcript.Find(t, evs, i, `all 12 syncs running on \[web-0 web-1 web-2\]`)
 	for _, id := range []string{"web-0", "web-1", "web-2"} {
-		i, _ = find(t, evs, i, id+` got terminated: draining, then leaving`)
-		i, _ = find(t, evs, i, id+` left after \d+ms`)
-		i, _ = find(t, evs, i, id+` is down; its syncs run on the other two`)
-		i, _ = find(t, evs, i, id+` is back \(new version\); the group rebalanced onto it`)
+		i, _ = transcript.Find(t, evs, i, id+` got terminated: draining, then leaving`)
+		i, _ = transcript.Find(t, evs, i, id+` left after \d+ms`)
+		i, _ = transcript.Find(t, evs, i, id+` is down; its syncs run on the other two`)
+		i, _ = transcript.Find(t, evs, i, id+` is back \(new version\); the group rebalanced onto it`)
 	}
-	i, m := find(t, evs, i, `rolling restart of 3 members: (\d+) handoffs, longest gap (\d+)ms, 0 interrupted syncs, 0 syncs ever run twice at once`)
-	require.Equal(t, sum.Handoffs, atoi(t, m[1]))
+	i, m := transcript.Find(t, evs, i, `rolling restart of 3 members: (\d+) handoffs, longest gap (\d+)ms, 0 interrupted syncs, 0 syncs ever run twice at once`)
+	require.Equal(t, sum.Handoffs, transcript.Atoi(t, m[1]))
 	require.Equal(t, fmt.Sprintf("%.0f", float64(sum.MaxGap.Microseconds())/1000), m[2])
 
-	i, m = find(t, evs, i, `for comparison, web-1 is killed without draining while it runs (\d+) syncs`)
-	ran := atoi(t, m[1])
+	i, m = transcript.Find(t, evs, i, `for comparison, web-1 is killed without draining while it runs (\d+) syncs`)
+	ran := transcript.Atoi(t, m[1])
 	require.Positive(t, ran)
-	kill, m := find(t, evs, i, `(\d+) syncs interrupted for (\d+\.\d+)s \(the lease TTL is 2s\): drain before you stop`)
-	require.Equal(t, ran, atoi(t, m[1]), "every sync the killed member ran was interrupted, and only those")
+	kill, m := transcript.Find(t, evs, i, `(\d+) syncs interrupted for (\d+\.\d+)s \(the lease TTL is 2s\): drain before you stop`)
+	require.Equal(t, ran, transcript.Atoi(t, m[1]), "every sync the killed member ran was interrupted, and only those")
 	require.Equal(t, sum.KillInterrupted, ran)
 	require.Equal(t, fmt.Sprintf("%.2f", sum.KillFailoverTime.Seconds()), m[2])
 
 	// The two members left stop gracefully, in map order.
 	last := kill
 	for _, id := range []string{"web-0", "web-2"} {
-		j, _ := find(t, evs, kill, id+` got terminated: draining, then leaving`)
-		j, _ = find(t, evs, j, id+` left after \d+ms`)
+		j, _ := transcript.Find(t, evs, kill, id+` got terminated: draining, then leaving`)
+		j, _ = transcript.Find(t, evs, j, id+` left after \d+ms`)
 		last = max(last, j)
 	}
-	require.Equal(t, 1, count(evs, `web-1 got terminated: .*`), "web-1 stops gracefully once, in the rolling restart; then it is killed")
-	require.Equal(t, 5, count(evs, `web-\d got terminated: draining, then leaving`))
-	require.Equal(t, 5, count(evs, `web-\d left after \d+ms`))
-	find(t, evs, last, `done`)
+	require.Equal(t, 1, transcript.Count(evs, `web-1 got terminated: .*`), "web-1 stops gracefully once, in the rolling restart; then it is killed")
+	require.Equal(t, 5, transcript.Count(evs, `web-\d got terminated: draining, then leaving`))
+	require.Equal(t, 5, transcript.Count(evs, `web-\d left after \d+ms`))
+	transcript.Find(t, evs, last, `done`)
 	require.Equal(t, "done", evs[len(evs)-1])
 }

@@ -11,38 +11,11 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/baton-go/baton/internal/etcdtest"
+	"github.com/baton-go/baton/internal/transcript"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, etcdtest.LeakOptions()...)
-}
-
-var eventLine = regexp.MustCompile(`^\[\s*\d+\.\d+s\] (.*)$`)
-
-// events returns the lines of out without their time stamps.
-func events(t *testing.T, out string) []string {
-	t.Helper()
-	var evs []string
-	for _, line := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
-		m := eventLine.FindStringSubmatch(line)
-		require.NotNil(t, m, "a line without a time stamp: %q", line)
-		evs = append(evs, m[1])
-	}
-	return evs
-}
-
-// find returns the index and submatches of the first event after index
-// after that matches re in full.
-func find(t *testing.T, evs []string, after int, re string) (int, []string) {
-	t.Helper()
-	rx := regexp.MustCompile("^" + re + "$")
-	for i := after + 1; i < len(evs); i++ {
-		if m := rx.FindStringSubmatch(evs[i]); m != nil {
-			return i, m
-		}
-	}
-	t.Fatalf("no line %q after line %d", re, after)
-	return 0, nil
 }
 
 // restartLines checks the lines of one restart, from index after on, and
@@ -50,7 +23,7 @@ func find(t *testing.T, evs []string, after int, re string) (int, []string) {
 // IDs of the members before the restart.
 func restartLines(t *testing.T, evs []string, after int, r Result, idRE string) (int, []string) {
 	t.Helper()
-	i, m := find(t, evs, after, `9 syncs on \[(.+)\]; (`+idRE+`) runs \[(.*)\]`)
+	i, m := transcript.Find(t, evs, after, `9 syncs on \[(.+)\]; (`+idRE+`) runs \[(.*)\]`)
 	ids := strings.Fields(m[1])
 	require.Len(t, ids, 3)
 	for _, id := range ids {
@@ -60,10 +33,10 @@ func restartLines(t *testing.T, evs []string, after int, r Result, idRE string) 
 	require.Contains(t, ids, r.Restarted)
 	require.Len(t, strings.Fields(m[3]), r.Had, "the syncs listed are those it had")
 	q := regexp.QuoteMeta
-	i, _ = find(t, evs, i, q(r.Restarted)+` restarts: killed without Leave, started again at once`)
-	i, _ = find(t, evs, i, q(r.Rejoined)+` joined after \d+\.\d+s`)
-	i, _ = find(t, evs, i, `all 9 syncs running again \d+\.\d+s after the kill`)
-	i, m = find(t, evs, i, q(r.Restarted)+` restarted as `+q(r.Rejoined)+`: it owns (\d+) of its (\d+) syncs again; (\d+) syncs moved on the members that did not restart`)
+	i, _ = transcript.Find(t, evs, i, q(r.Restarted)+` restarts: killed without Leave, started again at once`)
+	i, _ = transcript.Find(t, evs, i, q(r.Rejoined)+` joined after \d+\.\d+s`)
+	i, _ = transcript.Find(t, evs, i, `all 9 syncs running again \d+\.\d+s after the kill`)
+	i, m = transcript.Find(t, evs, i, q(r.Restarted)+` restarted as `+q(r.Rejoined)+`: it owns (\d+) of its (\d+) syncs again; (\d+) syncs moved on the members that did not restart`)
 	for k, want := range []int{r.BackHome, r.Had, r.OthersMoved} {
 		got, err := strconv.Atoi(m[k+1])
 		require.NoError(t, err)
@@ -97,14 +70,14 @@ func TestStatic(t *testing.T) {
 	}
 
 	// Every line comes from the demo's goroutine, so their order is fixed.
-	evs := events(t, out.String())
-	i, _ := find(t, evs, -1, `embedded etcd at \S+`)
-	i, _ = find(t, evs, i, `--- stable IDs \(web-0, web-1, web-2\)`)
+	evs := transcript.Events(t, out.String())
+	i, _ := transcript.Find(t, evs, -1, `embedded etcd at \S+`)
+	i, _ = transcript.Find(t, evs, i, `--- stable IDs \(web-0, web-1, web-2\)`)
 	i, ids := restartLines(t, evs, i, stable, `web-\d`)
 	require.Equal(t, []string{"web-0", "web-1", "web-2"}, ids)
-	i, _ = find(t, evs, i, `--- random IDs \(the default\)`)
+	i, _ = transcript.Find(t, evs, i, `--- random IDs \(the default\)`)
 	i, ids = restartLines(t, evs, i, random, `pod-[0-9a-f]{6}`)
 	require.False(t, slices.Contains(ids, random.Rejoined), "the restarted member came back as a new member, not as %s", random.Rejoined)
-	find(t, evs, i, `stable IDs: a restart within the TTL pauses only the restarted member's syncs; nothing else moves`)
+	transcript.Find(t, evs, i, `stable IDs: a restart within the TTL pauses only the restarted member's syncs; nothing else moves`)
 	require.Len(t, evs, i+2, "the conclusion is the last line")
 }
