@@ -25,9 +25,9 @@ type Admin struct {
 // member holds.
 var ErrNoSuchMember = errors.New("coordinator: no such live member")
 
-// NewAdmin returns an Admin for group. Only WithPrefix and WithLogger
-// mean something to it: any other option is an error, as is an invalid
-// group or prefix or a nil client.
+// NewAdmin returns an Admin for group. WithPrefix is the one option that
+// means something to it (WithLogger is accepted, see Option): any other
+// option is an error, as is an invalid group or prefix or a nil client.
 func NewAdmin(cli *clientv3.Client, group string, opts ...Option) (*Admin, error) {
 	if cli == nil {
 		return nil, errors.New("coordinator: NewAdmin: nil etcd client")

@@ -58,8 +58,9 @@ type InvalidSync struct {
 	Error string `json:"error"`
 }
 
-// Describe reads the status of group. Only WithPrefix and WithLogger mean
-// something to it: any other option is an error.
+// Describe reads the status of group. WithPrefix is the one option that
+// means something to it (WithLogger is accepted, see Option): any other
+// option is an error.
 func Describe(ctx context.Context, cli *clientv3.Client, group string, opts ...Option) (*GroupStatus, error) {
 	if cli == nil {
 		return nil, errors.New("coordinator: Describe: nil etcd client")

@@ -19,8 +19,10 @@ import (
 	"github.com/baton-go/baton/rebalance"
 )
 
-// Option configures a Coordinator; an Admin, a SyncStore and Describe take
-// WithPrefix and WithLogger only, and reject the others.
+// Option configures a Coordinator. An Admin, a SyncStore and Describe read
+// WithPrefix only; they accept WithLogger too (it has nothing to log there
+// yet), so that one option list can serve a member and its admin tools,
+// and reject every other option rather than drop it silently.
 type Option func(*options)
 
 type options struct {
@@ -149,9 +151,9 @@ func (o *options) validateMember() error {
 }
 
 // memberlessOptions builds the options of a member-less use (caller names
-// it in errors): only WithPrefix and WithLogger mean something there, so
-// any other option is an error rather than silently ignored, as is an
-// invalid prefix.
+// it in errors): only WithPrefix means something there, and WithLogger is
+// accepted (see Option); any other option is an error rather than silently
+// ignored, as is an invalid prefix.
 func memberlessOptions(caller string, opts []Option) (options, error) {
 	o := buildOptions(opts)
 	if err := o.validatePrefix(); err != nil {
@@ -175,7 +177,7 @@ func memberlessOptions(caller string, opts []Option) (options, error) {
 	}
 	if len(unusable) > 0 {
 		slices.Sort(unusable)
-		return o, fmt.Errorf("coordinator: %s: options %v have no meaning there; only WithPrefix and WithLogger do", caller, unusable)
+		return o, fmt.Errorf("coordinator: %s: options %v have no meaning there; only WithPrefix (and WithLogger) may be given", caller, unusable)
 	}
 	return o, nil
 }

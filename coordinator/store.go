@@ -19,9 +19,9 @@ type SyncStore struct {
 	err  error // a bad group or prefix, returned by every call
 }
 
-// NewSyncStore returns a SyncStore for group. Only WithPrefix and
-// WithLogger mean something to it. An invalid group or prefix, or any other
-// option, is reported by every method (an invalid ID as an error wrapping
+// NewSyncStore returns a SyncStore for group. WithPrefix is the one option
+// that means something to it (WithLogger is accepted, see Option). An
+// invalid group or prefix, or any other option, is reported by every method (an invalid ID as an error wrapping
 // assignment.ErrInvalidID), so no key is ever written under the wrong
 // prefix and no option is dropped silently.
 func NewSyncStore(cli *clientv3.Client, group string, opts ...Option) *SyncStore {
