@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/baton-go/baton/assignment"
+	"github.com/baton-go/baton/coordinator"
 )
 
 // TestSpecStoredVerbatim: List and the claim return the spec bytes that
@@ -24,6 +25,22 @@ func TestSpecStoredVerbatim(t *testing.T) {
 	require.Equal(t, spec, string(list[0].Spec))
 	require.Equal(t, 2, list[0].Weight)
 	require.Equal(t, map[string]string{"k": "<v>"}, list[0].Labels)
+	got, found, err := w.store.Get(ctx, "s1")
+	require.NoError(t, err)
+	require.True(t, found)
+	require.Equal(t, list[0], got, "Get reads what List does")
+	_, found, err = w.store.Get(ctx, "absent")
+	require.NoError(t, err)
+	require.False(t, found)
+	_, _, err = w.store.Get(ctx, "a/b")
+	require.ErrorIs(t, err, assignment.ErrInvalidID)
+	_, err = w.admin.Put(ctx, "/baton/"+w.group+"/syncs/broken", "{not json")
+	require.NoError(t, err)
+	_, found, err = w.store.Get(ctx, "broken")
+	require.ErrorIs(t, err, coordinator.ErrInvalidSpec)
+	require.True(t, found, "a stored spec that cannot be read is found, with the error")
+	_, err = w.admin.Delete(ctx, "/baton/"+w.group+"/syncs/broken")
+	require.NoError(t, err)
 
 	m := w.join("m1", nil, nil)
 	w.waitOwned([]string{"s1"}, 5*time.Second, "m1")

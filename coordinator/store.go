@@ -80,6 +80,30 @@ func (s *SyncStore) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
+// Get returns the sync id as stored, with Revision set; found is false when
+// there is none. A spec that cannot be read is an error wrapping
+// ErrInvalidSpec.
+func (s *SyncStore) Get(ctx context.Context, id string) (sy assignment.Sync, found bool, err error) {
+	if s.err != nil {
+		return assignment.Sync{}, false, s.err
+	}
+	if err := keys.ValidateID("sync", id); err != nil {
+		return assignment.Sync{}, false, fmt.Errorf("coordinator: get sync: %w", err)
+	}
+	resp, err := s.cli.Get(ctx, s.keys.Sync(id))
+	if err != nil {
+		return assignment.Sync{}, false, fmt.Errorf("coordinator: get sync %q: %w", id, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return assignment.Sync{}, false, nil
+	}
+	sy, err = decodeSync(id, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
+	if err != nil {
+		return assignment.Sync{}, true, err
+	}
+	return sy, true, nil
+}
+
 // List returns every readable sync, sorted by ID, with Revision set. Specs
 // that cannot be read (written by hand, say) are left out and named in an
 // error wrapping ErrInvalidSpec, returned together with the readable syncs.

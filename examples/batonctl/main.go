@@ -118,12 +118,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	// Check the group and prefix before dialing: a typo is a usage error,
 	// not a timeout.
-	layout, err := keys.New(cfg.prefix, cfg.group)
-	if err != nil {
+	if _, err := keys.New(cfg.prefix, cfg.group); err != nil {
 		return fmt.Errorf("batonctl: %w", err)
 	}
 
 	var cmd func(ctx context.Context, cli *clientv3.Client) error
+	var err error
 	switch rest[0] {
 	case "describe":
 		if len(rest) != 1 {
@@ -175,7 +175,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if len(rest) < 2 {
 			return usageErr("syncs needs list, put or delete")
 		}
-		cmd, err = syncsCommand(cfg, layout, rest[1:], stdout, stderr)
+		cmd, err = syncsCommand(cfg, rest[1:], stdout, stderr)
 		if errors.Is(err, errUsage) {
 			return usageErr("%v", strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
 		}
@@ -221,14 +221,6 @@ func dial(cfg config) (*clientv3.Client, error) {
 	return cli, nil
 }
 
-// syncEnvelope is the stored form of a sync (DESIGN.md's key layout), read
-// so that "syncs put" can keep the fields not given.
-type syncEnvelope struct {
-	Weight int               `json:"weight,omitempty"`
-	Labels map[string]string `json:"labels,omitempty"`
-	Spec   json.RawMessage   `json:"spec,omitempty"`
-}
-
 // labelFlags collects repeated -label k=v flags.
 type labelFlags map[string]string
 
@@ -249,7 +241,7 @@ func (l labelFlags) Set(s string) error {
 	return nil
 }
 
-func syncsCommand(cfg config, layout keys.Layout, args []string, stdout, stderr io.Writer) (func(context.Context, *clientv3.Client) error, error) {
+func syncsCommand(cfg config, args []string, stdout, stderr io.Writer) (func(context.Context, *clientv3.Client) error, error) {
 	store := func(cli *clientv3.Client) *coordinator.SyncStore {
 		return coordinator.NewSyncStore(cli, cfg.group, coordinator.WithPrefix(cfg.prefix))
 	}
@@ -332,18 +324,14 @@ func syncsCommand(cfg config, layout keys.Layout, args []string, stdout, stderr 
 			sy := assignment.Sync{ID: id}
 			// Start from what is stored, so "put db-7 -weight 3" does not
 			// wipe db-7's spec.
-			resp, err := cli.Get(ctx, layout.Sync(id))
+			stored, found, err := store(cli).Get(ctx, id)
 			if err != nil {
-				return fmt.Errorf("batonctl: read sync %s: %w", id, err)
+				return fmt.Errorf("batonctl: stored sync %s is unreadable (%v); delete it or give every field", id, err)
 			}
 			verb := "created"
-			if len(resp.Kvs) == 1 {
+			if found {
 				verb = "updated"
-				var env syncEnvelope
-				if err := json.Unmarshal(resp.Kvs[0].Value, &env); err != nil {
-					return fmt.Errorf("batonctl: stored sync %s is unreadable (%v); delete it or give every field", id, err)
-				}
-				sy.Weight, sy.Labels, sy.Spec = env.Weight, env.Labels, []byte(env.Spec)
+				sy.Weight, sy.Labels, sy.Spec = stored.Weight, stored.Labels, stored.Spec
 			}
 			if set["weight"] {
 				sy.Weight = *weight
