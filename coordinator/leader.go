@@ -137,7 +137,11 @@ func (c *Coordinator) lead(lctx context.Context, el *election.Election, calls *b
 		}
 		return t.follow(v, rev)
 	}
-	reload := wait.Backoff{Min: retryMin, Max: retryMax, OnWait: testHookLeaderWait}
+	reload := wait.Backoff{Min: retryMin, Max: retryMax, OnWait: func(d time.Duration) {
+		if testHookLeaderWait != nil {
+			testHookLeaderWait(d)
+		}
+	}}
 	_ = wait.LoadAndFollow(t.ctx, &reload, load, follow)
 	return context.Cause(t.ctx)
 }
@@ -213,7 +217,9 @@ func (t *term) follow(v *view, rev int64) (progress bool) {
 		case <-t.ctx.Done():
 			return progress
 		case <-t.timer.C:
-			t.round(v)
+			if !t.round(v) {
+				return progress
+			}
 			continue
 		case wr, ok = <-mch:
 			apply = v.applyMember
@@ -248,14 +254,15 @@ func (t *term) follow(v *view, rev int64) (progress bool) {
 
 // round runs one rebalance round on v. A failed round is reported in
 // status/leader and tried again after a backoff; one that finds
-// leadership lost ends the term.
-func (t *term) round(v *view) {
+// leadership lost ends the term, and round returns false.
+func (t *term) round(v *view) bool {
 	c := t.c
 	t.dirtySince = time.Time{}
 	changed, err := c.rebalance(t.ctx, t.guard, v, t.calls)
 	switch {
 	case errors.Is(err, errNotLeader):
 		t.end(err)
+		return false
 	case err != nil && t.ctx.Err() != nil:
 	case err != nil:
 		d := t.failures.Next()
@@ -270,6 +277,7 @@ func (t *term) round(v *view) {
 		// because moves were in flight (Throttle goes on once they land).
 		t.again = changed || v.movesInFlight()
 	}
+	return true
 }
 
 // rebalance runs the Balancer on the view and writes the targets that

@@ -358,3 +358,35 @@ func TestLeaveReturnsWhenItsMembersWatchBroke(t *testing.T) {
 		t.Fatal("m1's Leave(context.Background()) hung: nobody is left to take its syncs, and its members watch had broken")
 	}
 }
+
+// TestPlannedRevokeCtxOutlivesOnRevoke: a planned revoke's ctx ends only
+// when the lease comes at risk (or the session ends), as Handler says, not
+// when OnRevoke returns: work OnRevoke hands it to, such as a last flush,
+// may outlive the call.
+func TestPlannedRevokeCtxOutlivesOnRevoke(t *testing.T) {
+	w := newWorld(t, nil)
+	w.putSyncs("s")
+	revoked := make(chan context.Context, 1)
+	h := coordinator.HandlerFuncs{
+		Assign: func(_ context.Context, c *assignment.Claim) error {
+			w.rec.Start("m1", c.ID(), c.Token())
+			return nil
+		},
+		Revoke: func(ctx context.Context, c *assignment.Claim, why assignment.RevokeReason) {
+			w.rec.End("m1", c.ID(), c.Token())
+			if why == assignment.Draining {
+				revoked <- ctx
+			}
+		},
+	}
+	m1 := w.join("m1", nil, h)
+	w.waitOwned([]string{"s"}, 5*time.Second, "m1")
+	w.join("m2", nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, m1.co.Drain(ctx))
+	rctx := <-revoked
+	require.NoError(t, rctx.Err(), "the drained member's session lives on, and so does the ctx")
+	require.NoError(t, m1.co.Leave(ctx))
+	require.Error(t, rctx.Err(), "it ends with the session")
+}

@@ -476,13 +476,16 @@ func (w *worker) ownedLoop(a *actor, c *assignment.Claim, octx context.Context, 
 // claim's deadline, after which the sync counts as given up.
 func (w *worker) revoke(cl *assignment.Claim, why assignment.RevokeReason) {
 	planned := why.Planned()
-	ctx, cancel := context.WithCancel(w.sess.atRisk)
+	// A planned revoke's ctx is the session's own, not one that ends when
+	// OnRevoke returns: work OnRevoke hands it to may outlive the call.
+	ctx := w.sess.atRisk
 	if !planned {
+		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(context.Background(), cl.Deadline())
+		defer cancel()
 	}
 	start := time.Now()
 	w.c.callRevoke(ctx, cl, why)
-	cancel()
 	took := time.Since(start)
 	// Past the deadline with the lease at risk: another member may be
 	// running the sync.

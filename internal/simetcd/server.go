@@ -58,7 +58,8 @@ type Config struct {
 	Logger *zap.Logger
 	// OnExpire, if set, is called with each lease the Server revokes
 	// because it expired, once its keys are deleted. It must not call
-	// the Server.
+	// the Server, nor wait for anything the caller of Close may hold:
+	// Close waits for an OnExpire under way.
 	OnExpire func(lease int64)
 }
 

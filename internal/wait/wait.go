@@ -114,7 +114,11 @@ func LoadAndFollow(ctx context.Context, b *Backoff, load func() error, follow fu
 			continue
 		}
 		start := time.Now()
-		if follow() || time.Since(start) >= b.Max {
+		progress := follow()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if progress || time.Since(start) >= b.Max {
 			b.Reset()
 		} else {
 			b.Wait(ctx)

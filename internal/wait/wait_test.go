@@ -150,3 +150,13 @@ func TestDeleted(t *testing.T) {
 	defer cancelShort()
 	require.ErrorIs(t, wait.Deleted(short, cli, "other", 0, nil), context.DeadlineExceeded)
 }
+
+// A follow that ends with its ctx is not followed by a backoff wait.
+func TestLoadAndFollowDoesNotWaitAfterItsCtxEnded(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	waits := 0
+	b := wait.Backoff{Min: time.Hour, Max: time.Hour, OnWait: func(time.Duration) { waits++ }}
+	err := wait.LoadAndFollow(ctx, &b, func() error { return nil }, func() bool { cancel(); return false })
+	require.NoError(t, err)
+	require.Zero(t, waits)
+}
