@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/baton-go/baton/internal/transcript"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -121,19 +123,10 @@ func TestRun(t *testing.T) {
 		require.True(t, i < tables[k].at && tables[k].at <= j, "table %d printed after event %d, not between events %d and %d", k, tables[k].at-1, i, j)
 	}
 
-	// find returns the submatches of the first event matching re, after
-	// the event at index after; the main goroutine's events come in the
-	// order it says them.
+	// find: the main goroutine's events come in the order it says them.
 	find := func(after int, re string) (int, []string) {
 		t.Helper()
-		rx := regexp.MustCompile("^" + re + "$")
-		for i := after + 1; i < len(events); i++ {
-			if m := rx.FindStringSubmatch(events[i]); m != nil {
-				return i, m
-			}
-		}
-		t.Fatalf("no event %q after event %d", re, after)
-		return 0, nil
+		return transcript.Find(t, events, after, re)
 	}
 	// has reports whether some event matches re, wherever it is: the
 	// handlers' lines race with the main goroutine's.
