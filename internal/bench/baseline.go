@@ -60,7 +60,7 @@ type baselineMember struct {
 	cli      *clientv3.Client
 	cnt      *counter
 	sess     *concurrency.Session
-	tr       *tracker
+	tr       reporter
 	inflight int
 
 	syncsPfx   string // Baton's syncs/ prefix, shared workload
@@ -99,7 +99,7 @@ type heldLock struct {
 	token int64
 }
 
-func (s *baselineSystem) join(ctx context.Context, group, id string, tr *tracker) (member, error) {
+func (s *baselineSystem) join(ctx context.Context, group, id string, tr reporter) (member, error) {
 	cnt := newCounter()
 	cli, err := s.env.client(cnt)
 	if err != nil {
@@ -114,7 +114,7 @@ func (s *baselineSystem) join(ctx context.Context, group, id string, tr *tracker
 	return m, nil
 }
 
-func startBaselineMember(ctx context.Context, cli *clientv3.Client, group, id string, ttl time.Duration, inflight int, tr *tracker) (*baselineMember, error) {
+func startBaselineMember(ctx context.Context, cli *clientv3.Client, group, id string, ttl time.Duration, inflight int, tr reporter) (*baselineMember, error) {
 	k, err := keys.New(batonPrefix, group)
 	if err != nil {
 		return nil, err

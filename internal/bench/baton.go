@@ -24,7 +24,7 @@ type system interface {
 	name() string
 	// join starts member id of group, reporting ownership to tr, and
 	// returns once it is registered.
-	join(ctx context.Context, group, id string, tr *tracker) (member, error)
+	join(ctx context.Context, group, id string, tr reporter) (member, error)
 }
 
 // member is one running member of a system.
@@ -66,7 +66,7 @@ type batonMember struct {
 	co  *coordinator.Coordinator
 }
 
-func (s *batonSystem) join(ctx context.Context, group, id string, tr *tracker) (member, error) {
+func (s *batonSystem) join(ctx context.Context, group, id string, tr reporter) (member, error) {
 	cnt := newCounter()
 	cli, err := s.env.client(cnt)
 	if err != nil {
@@ -85,20 +85,16 @@ func (s *batonSystem) join(ctx context.Context, group, id string, tr *tracker) (
 }
 
 // newBatonCoordinator builds a member whose handler does no work of its
-// own: OnAssign and OnRevoke only report to tr (which may be nil), so the
+// own: OnAssign and OnRevoke only report to tr, so the
 // figures are Baton's alone.
-func newBatonCoordinator(cli *clientv3.Client, group, id string, ttl, settle time.Duration, reg prometheus.Registerer, tr *tracker) (*coordinator.Coordinator, error) {
+func newBatonCoordinator(cli *clientv3.Client, group, id string, ttl, settle time.Duration, reg prometheus.Registerer, tr reporter) (*coordinator.Coordinator, error) {
 	h := coordinator.HandlerFuncs{
 		Assign: func(_ context.Context, c *assignment.Claim) error {
-			if tr != nil {
-				tr.assign(id, c.ID(), c.Token())
-			}
+			tr.assign(id, c.ID(), c.Token())
 			return nil
 		},
 		Revoke: func(_ context.Context, c *assignment.Claim, _ assignment.RevokeReason) {
-			if tr != nil {
-				tr.revoke(id, c.ID(), c.Token())
-			}
+			tr.revoke(id, c.ID(), c.Token())
 		},
 	}
 	opts := []coordinator.Option{

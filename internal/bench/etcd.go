@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/baton-go/baton/internal/benchproc"
+
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -186,6 +188,12 @@ type serverCounters struct {
 	Puts      float64 `json:"mvcc_puts"`           // keys put (a Txn may put many)
 	Deletes   float64 `json:"mvcc_deletes"`        // delete operations
 	Ranges    float64 `json:"mvcc_ranges"`         // range reads
+	// Requests counts what etcd's gRPC server received: unary requests and
+	// every stream message (keep-alives, watch creates), from every client;
+	// KeepAlives the LeaseKeepAlive messages among them.
+	Requests   float64            `json:"grpc_requests"`
+	KeepAlives float64            `json:"grpc_keepalives"`
+	ByMethod   map[string]float64 `json:"grpc_by_method,omitempty"` // Requests by gRPC method
 }
 
 var serverMetricNames = map[string]func(*serverCounters) *float64{
@@ -212,6 +220,20 @@ func (e *etcdEnv) serverCounters() serverCounters {
 		if !ok {
 			continue
 		}
+		if labels, ok := strings.CutPrefix(name, "grpc_server_msg_received_total{"); ok {
+			if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+				out.Requests += v
+				method := labelOf(labels, "grpc_method")
+				if method == "LeaseKeepAlive" {
+					out.KeepAlives += v
+				}
+				if out.ByMethod == nil {
+					out.ByMethod = map[string]float64{}
+				}
+				out.ByMethod[method] += v
+			}
+			continue
+		}
 		if f := serverMetricNames[name]; f != nil {
 			if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
 				*f(&out) = v
@@ -221,19 +243,43 @@ func (e *etcdEnv) serverCounters() serverCounters {
 	return out
 }
 
+// labelOf returns the value of label name in a Prometheus text-format
+// label list (`a="x",b="y"}`).
+func labelOf(labels, name string) string {
+	_, rest, ok := strings.Cut(labels, name+`="`)
+	if !ok {
+		return ""
+	}
+	v, _, _ := strings.Cut(rest, `"`)
+	return v
+}
+
 func (s serverCounters) sub(o serverCounters) serverCounters {
+	var by map[string]float64
+	for k, v := range s.ByMethod {
+		if d := v - o.ByMethod[k]; d != 0 {
+			if by == nil {
+				by = map[string]float64{}
+			}
+			by[k] = d
+		}
+	}
 	return serverCounters{
-		Proposals: s.Proposals - o.Proposals,
-		WALBytes:  s.WALBytes - o.WALBytes,
-		Fsyncs:    s.Fsyncs - o.Fsyncs,
-		Puts:      s.Puts - o.Puts,
-		Deletes:   s.Deletes - o.Deletes,
-		Ranges:    s.Ranges - o.Ranges,
+		ByMethod:   by,
+		Proposals:  s.Proposals - o.Proposals,
+		WALBytes:   s.WALBytes - o.WALBytes,
+		Fsyncs:     s.Fsyncs - o.Fsyncs,
+		Puts:       s.Puts - o.Puts,
+		Deletes:    s.Deletes - o.Deletes,
+		Ranges:     s.Ranges - o.Ranges,
+		Requests:   s.Requests - o.Requests,
+		KeepAlives: s.KeepAlives - o.KeepAlives,
 	}
 }
 
-// syncID names sync i of a scenario.
-func syncID(i int) string { return fmt.Sprintf("sync-%05d", i) }
+// syncID names sync i of a scenario, as every system of the comparison
+// names its items.
+func syncID(i int) string { return benchproc.SyncID(i) }
 
 func syncIDs(n int) []string {
 	out := make([]string, n)
@@ -265,10 +311,11 @@ func (e *etcdEnv) putSyncs(ctx context.Context, group string, n int) error {
 }
 
 // dropGroup revokes every lease that holds a key of group (members that
-// were crashed or abandoned, in either system) and deletes its keys, so
+// were crashed or abandoned, in any system) and deletes its keys, so
 // the next scenario starts on a quiet etcd.
 func (e *etcdEnv) dropGroup(ctx context.Context, group string) error {
-	prefixes := []string{batonPrefix + "/" + group + "/", baselinePrefix + "/" + group + "/"}
+	// group/ is dskit's ring (bench/peers).
+	prefixes := []string{batonPrefix + "/" + group + "/", baselinePrefix + "/" + group + "/", group + "/"}
 	leases := map[int64]bool{}
 	for _, p := range prefixes {
 		// Not WithKeysOnly: etcd answers that from its index, without

@@ -75,7 +75,11 @@ func (g *groupRun) join(ctx context.Context, ids ...string) error {
 // settle waits until the group is balanced (see balanced) and then quiet,
 // and returns the instant it became balanced.
 func (g *groupRun) settle(ctx context.Context, timeout time.Duration) (int64, error) {
-	at, err := g.tr.waitFor(ctx, timeout, g.group+" balanced", balanced(g.n, g.active))
+	cond := balanced(g.n, g.active)
+	if ex, ok := g.sys.(interface{ exact() bool }); ok && !ex.exact() {
+		cond = covered(g.n, g.active)
+	}
+	at, err := g.tr.waitFor(ctx, timeout, g.group+" balanced", cond)
 	if err != nil {
 		return 0, err
 	}
@@ -135,6 +139,9 @@ func (g *groupRun) close() {
 		}
 	}
 	g.live = map[string]member{}
+	if gc, ok := g.sys.(interface{ closeGroup(string) }); ok {
+		gc.closeGroup(g.group)
+	}
 	g.b.checks[g.group] = "ok"
 	if err := g.tr.rec.Check(); err != nil {
 		g.b.checks[g.group] = err.Error()

@@ -92,8 +92,18 @@ type config struct {
 	Memory         []shape         `json:"memory"`
 	Plan           []shape         `json:"plan,omitempty"`
 	Inflight       int             `json:"baseline_inflight"`
-	Timeout        time.Duration   `json:"timeout"`
-	ColdTimeout    time.Duration   `json:"cold_timeout"`
+	// The peers scenario.
+	PeerSystems     []string        `json:"peer_systems,omitempty"`
+	PeerShape       shape           `json:"peer_shape"`
+	PeerSessions    []time.Duration `json:"peer_sessions,omitempty"`
+	KafkaHeartbeats []time.Duration `json:"kafka_heartbeats,omitempty"`
+	RingHeartbeats  []time.Duration `json:"ring_heartbeats,omitempty"`
+	RingTokens      int             `json:"ring_tokens"`
+	PeerReps        int             `json:"peer_reps"`
+	PeerSteady      time.Duration   `json:"peer_steady"`
+	PeersBin        string          `json:"-"`
+	Timeout         time.Duration   `json:"timeout"`
+	ColdTimeout     time.Duration   `json:"cold_timeout"`
 }
 
 type bench struct {
@@ -122,6 +132,13 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "-etcd-mode" {
 		if err := etcdMain(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "bench etcd:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "-proc-member" {
+		if err := procMemberMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench proc-member:", err)
 			os.Exit(1)
 		}
 		return
@@ -160,7 +177,7 @@ func parseFlags() (config, string, error) {
 	etcdProcess := flag.Bool("etcd-process", false, "run the embedded etcd in its own process rather than in the members' process")
 	jsonPath := flag.String("json", "", "write every measurement to this JSON file")
 	systems := flag.String("systems", "baton,baseline", "systems to run: baton, baseline")
-	scenarios := flag.String("scenarios", "handoff,failover,cold,memory", "scenarios to run: handoff, failover, cold (with steady state), memory, plan (the leader alone, not by default)")
+	scenarios := flag.String("scenarios", "handoff,failover,cold,memory", "scenarios to run: handoff, failover, cold (with steady state), memory, plan (the leader alone, not by default), peers (Baton beside Kafka groups and dskit's ring, every member its own process; not by default)")
 	ttl := flag.Duration("ttl", coordinator.DefaultTTL, "lease TTL outside the failover scenario")
 	settle := flag.Duration("settle", coordinator.DefaultSettle, "Baton's settle")
 	reps := flag.Int("reps", 3, "repetitions of the handoff scenario")
@@ -175,6 +192,15 @@ func parseFlags() (config, string, error) {
 	memory := flag.String("memory", "10000x10,2000x2", "memory shapes (the measured member runs in a child process)")
 	planShapes := flag.String("plan", "large", "plan shapes: the leader alone in a child process, the other members bare keys (\"large\" stands for "+largeShapes+")")
 	inflight := flag.Int("baseline-inflight", 8, "baseline: TryLocks in flight per member")
+	peerSystems := flag.String("peer-systems", "baton,baseline,kafka-classic,kafka-848,ring", "peers scenario: systems to compare")
+	peerShape := flag.String("peer-shape", "1000x10", "peers scenario: SYNCSxMEMBERS (one more joins, drains, then one is killed)")
+	peerSessions := flag.String("peer-sessions", "2s,10s", "peers scenario: lease TTL = session timeout = heartbeat timeout")
+	kafkaHeartbeats := flag.String("kafka-heartbeats", "3s,1s,100ms,10ms", "peers scenario: Kafka heartbeat intervals (those above a third of the session are skipped)")
+	ringHeartbeats := flag.String("ring-heartbeats", "1s,100ms", "peers scenario: ring heartbeat periods (those above half the session are skipped)")
+	ringTokens := flag.Int("ring-tokens", 128, "peers scenario: tokens per ring instance")
+	peerReps := flag.Int("peer-reps", 3, "peers scenario: repetitions of every variant, interleaved")
+	peerSteady := flag.Duration("peer-steady", 10*time.Second, "peers scenario: steady-state window")
+	peersBin := flag.String("peers-bin", "", "peers scenario: the bench/peers binary (empty: built from bench/peers)")
 	timeout := flag.Duration("timeout", 60*time.Second, "limit for a group to settle")
 	coldTimeout := flag.Duration("cold-timeout", 120*time.Second, "limit for a cold start")
 	flag.Parse()
@@ -183,6 +209,7 @@ func parseFlags() (config, string, error) {
 		Endpoints: *endpoints, Fsync: *fsync, EtcdProcess: *etcdProcess, TTL: *ttl, Settle: *settle, Reps: *reps,
 		FailoverReps: *failoverReps, FailoverLeader: *failoverLeader, ColdReps: *coldReps,
 		Steady: *steady, Inflight: *inflight, Timeout: *timeout, ColdTimeout: *coldTimeout,
+		RingTokens: *ringTokens, PeerReps: *peerReps, PeerSteady: *peerSteady, PeersBin: *peersBin,
 	}
 	for _, s := range strings.Split(*systems, ",") {
 		switch s = strings.TrimSpace(s); s {
@@ -195,14 +222,43 @@ func parseFlags() (config, string, error) {
 	}
 	for _, s := range strings.Split(*scenarios, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "handoff", "failover", "cold", "memory", "plan":
+		case "handoff", "failover", "cold", "memory", "plan", "peers":
 			cfg.Scenarios = append(cfg.Scenarios, s)
 		case "":
 		default:
 			return cfg, "", fmt.Errorf("unknown scenario %q", s)
 		}
 	}
+	for _, s := range strings.Split(*peerSystems, ",") {
+		switch s = strings.TrimSpace(s); s {
+		case "baton", "baseline", "kafka-classic", "kafka-848", "ring":
+			cfg.PeerSystems = append(cfg.PeerSystems, s)
+		case "":
+		default:
+			return cfg, "", fmt.Errorf("unknown peer system %q", s)
+		}
+	}
 	var err error
+	if cfg.PeerShape, err = parseShape(*peerShape); err != nil {
+		return cfg, "", err
+	}
+	if cfg.PeerSessions, err = parseDurations(*peerSessions); err != nil {
+		return cfg, "", err
+	}
+	for _, d := range cfg.PeerSessions {
+		if d < coordinator.MinTTL || d%time.Second != 0 {
+			return cfg, "", fmt.Errorf("-peer-sessions %v: want whole seconds ≥ 1s (they are Baton's lease TTL too)", d)
+		}
+	}
+	if cfg.KafkaHeartbeats, err = parseDurations(*kafkaHeartbeats); err != nil {
+		return cfg, "", err
+	}
+	if cfg.RingHeartbeats, err = parseDurations(*ringHeartbeats); err != nil {
+		return cfg, "", err
+	}
+	if cfg.PeerReps < 1 || cfg.RingTokens < 1 {
+		return cfg, "", fmt.Errorf("-peer-reps and -ring-tokens must be at least 1")
+	}
 	if cfg.Handoff, err = parseShape(*handoff); err != nil {
 		return cfg, "", err
 	}
@@ -247,6 +303,7 @@ type results struct {
 	Steady   map[string]*steadyRun    `json:"steady,omitempty"`
 	Memory   []memStat                `json:"memory,omitempty"`
 	Plan     []planRun                `json:"plan,omitempty"`
+	Peers    []peerRun                `json:"peers,omitempty"`
 	Checks   map[string]string        `json:"single_owner_check,omitempty"`
 }
 
@@ -326,6 +383,13 @@ func run(ctx context.Context, cfg config, jsonPath string) error {
 			return err
 		}
 		res.Memory = m
+	}
+	if has("peers") {
+		p, err := b.peers(ctx)
+		res.Peers = p
+		if err != nil {
+			return err
+		}
 	}
 	if has("plan") {
 		p, err := b.plan(ctx)

@@ -72,7 +72,7 @@ func memberMain(args []string) error {
 	leader := func() bool { return false }
 	switch *sysName {
 	case "baton":
-		co, err := newBatonCoordinator(cli, *group, *id, *ttl, *settle, nil, nil)
+		co, err := newBatonCoordinator(cli, *group, *id, *ttl, *settle, nil, discard{})
 		if err != nil {
 			return err
 		}
@@ -82,7 +82,7 @@ func memberMain(args []string) error {
 		owned = func() int { return len(co.Owned()) }
 		leader = co.IsLeader
 	case "baseline":
-		m, err := startBaselineMember(ctx, cli, *group, *id, *ttl, *inflight, nil)
+		m, err := startBaselineMember(ctx, cli, *group, *id, *ttl, *inflight, discard{})
 		if err != nil {
 			return err
 		}

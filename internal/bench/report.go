@@ -257,6 +257,8 @@ func writeTable(w io.Writer, res *results) {
 		}
 	}
 
+	writePeers(w, res.Peers)
+
 	bad := 0
 	for _, v := range res.Checks {
 		if v != "ok" {

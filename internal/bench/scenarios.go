@@ -56,11 +56,13 @@ func (m meter) cost() phaseCost {
 // handoffRun is one planned membership change: a member joins, or drains.
 type handoffRun struct {
 	Moved              int       `json:"moved"`               // syncs whose owner changed
-	Gaps               []float64 `json:"gaps_ms"`             // per move: old owner's revoke returned → new owner's assign
+	Gaps               []float64 `json:"gaps_ms"`             // per move: old owner's revoke returned → new owner's assign; negative: they overlapped by that long
 	GapP50             float64   `json:"gap_p50_ms"`          //
 	GapP99             float64   `json:"gap_p99_ms"`          //
 	GapMax             float64   `json:"gap_max_ms"`          //
 	InterruptedUnmoved int       `json:"interrupted_unmoved"` // syncs that stopped though their owner did not change
+	Overlaps           int       `json:"overlaps"`            // times a sync had two owners at once
+	OverlapMaxMS       float64   `json:"overlap_max_ms"`      // the longest of them
 	ExtraMoves         int       `json:"extra_moves"`         // moves beyond one per moved sync
 	CompletionMS       float64   `json:"completion_ms"`       // trigger → last moved sync running
 	Spread             float64   `json:"spread"`              // busiest member's load / mean load, after
@@ -92,6 +94,14 @@ func analyseHandoff(tr *tracker, t0 int64, before, after map[string]string) hand
 	for _, gp := range tr.rec.Gaps() {
 		if gp.Start >= t0 {
 			gaps[gp.Sync] = append(gaps[gp.Sync], ms(gp.Duration()))
+		}
+	}
+	for _, o := range tr.rec.Overlaps() {
+		if o.Start >= t0 {
+			d := ms(o.Duration())
+			gaps[o.Sync] = append(gaps[o.Sync], -d)
+			r.Overlaps++
+			r.OverlapMaxMS = max(r.OverlapMaxMS, d)
 		}
 	}
 	touched := map[string]bool{} // syncs with an interval that ended or started after t0

@@ -43,18 +43,27 @@ func newTracker() *tracker {
 	}
 }
 
-// assign is called at the start of OnAssign (or when a lock is won). A nil
-// tracker ignores it (a member measured in its own process).
+// reporter is what a member's handler tells when a sync starts or stops
+// running on it: the scenario's tracker, or (a member in its own process)
+// the recorder that writes to its parent.
+type reporter interface {
+	assign(member, sync string, token int64)
+	revoke(member, sync string, token int64)
+}
+
+// assign is called at the start of OnAssign (or when a lock is won).
 func (t *tracker) assign(member, sync string, token int64) {
-	if t == nil {
-		return
-	}
+	t.assignAt(member, sync, token, recorder.Now())
+}
+
+// assignAt is assign at the instant now: a member in another process
+// reports when it happened there.
+func (t *tracker) assignAt(member, sync string, token, now int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.dead[member] {
 		return
 	}
-	now := recorder.Now()
 	t.rec.StartAt(member, sync, token, now)
 	if prev, ok := t.owner[sync]; ok {
 		// Two owners at once: the recorder's Check reports it; keep
@@ -71,15 +80,16 @@ func (t *tracker) assign(member, sync string, token int64) {
 // revoke is called when OnRevoke returns (or just before a lock is
 // released): the sync stops running on member.
 func (t *tracker) revoke(member, sync string, token int64) {
-	if t == nil {
-		return
-	}
+	t.revokeAt(member, sync, token, recorder.Now())
+}
+
+// revokeAt is revoke at the instant now.
+func (t *tracker) revokeAt(member, sync string, token, now int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.dead[member] {
 		return
 	}
-	now := recorder.Now()
 	t.rec.EndAt(member, sync, token, now)
 	if t.owner[sync] == member {
 		delete(t.owner, sync)
@@ -109,8 +119,11 @@ func (t *tracker) kill(member string, at int64) {
 	t.changedLocked(at)
 }
 
+// changedLocked wakes the waiters whose condition now holds. Events of
+// members in other processes arrive out of time order, so lastChange is the
+// latest instant seen.
 func (t *tracker) changedLocked(now int64) {
-	t.lastChange = now
+	t.lastChange = max(t.lastChange, now)
 	kept := t.waiters[:0]
 	for _, w := range t.waiters {
 		if w.cond(t) {
@@ -223,6 +236,28 @@ func balanced(n int, active map[string]bool) func(*tracker) bool {
 	}
 }
 
+// covered is balanced for a system whose shares are uneven by design (the
+// ring's follow its random tokens): all n syncs run, only on members in
+// active, and each of those runs some.
+func covered(n int, active map[string]bool) func(*tracker) bool {
+	return func(t *tracker) bool {
+		if len(t.owner) != n {
+			return false
+		}
+		for m, c := range t.per {
+			if c > 0 && !active[m] {
+				return false
+			}
+		}
+		for m := range active {
+			if t.per[m] == 0 {
+				return false
+			}
+		}
+		return true
+	}
+}
+
 // allOwned holds when n syncs run.
 func allOwned(n int) func(*tracker) bool {
 	return func(t *tracker) bool { return len(t.owner) == n }
@@ -243,3 +278,10 @@ func loadSpread(per map[string]int, active map[string]bool) float64 {
 	}
 	return float64(hi) / (float64(total) / float64(len(active)))
 }
+
+// discard is the reporter of a member nobody watches (one whose memory is
+// measured).
+type discard struct{}
+
+func (discard) assign(string, string, int64) {}
+func (discard) revoke(string, string, int64) {}

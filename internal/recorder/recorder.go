@@ -282,22 +282,15 @@ func checkIntervals(ivs []Interval) []error {
 
 func checkSync(ivs []Interval) []error {
 	var errs []error
-	// last is the interval reaching furthest in time so far: any later start
-	// before its end overlaps it.
-	last := 0
+	for _, o := range overlaps(ivs) {
+		by := "until it ends"
+		if !o.first.Open {
+			by = "by " + o.Duration().String()
+		}
+		errs = append(errs, fmt.Errorf("recorder: sync %s owned twice: %v overlaps %v %s", o.Sync, o.first, o.second, by))
+	}
 	for i := 1; i < len(ivs); i++ {
-		cur, prevEnd := ivs[i], ivs[last]
-		if prevEnd.Open || cur.Start < prevEnd.End {
-			by := "until it ends"
-			if !prevEnd.Open {
-				by = "by " + time.Duration(min(prevEnd.End, endOf(cur))-cur.Start).String()
-			}
-			errs = append(errs, fmt.Errorf("recorder: sync %s owned twice: %v overlaps %v %s", cur.Sync, prevEnd, cur, by))
-		}
-		if endOf(cur) > endOf(prevEnd) {
-			last = i
-		}
-		prev := ivs[i-1]
+		prev, cur := ivs[i-1], ivs[i]
 		switch {
 		case cur.Token < prev.Token:
 			errs = append(errs, fmt.Errorf("recorder: sync %s token went down: %v then %v", cur.Sync, prev, cur))
@@ -306,6 +299,72 @@ func checkSync(ivs []Interval) []error {
 		}
 	}
 	return errs
+}
+
+// Overlap is a time a sync had two owners: Second started while First, an
+// interval that started earlier, still ran.
+type Overlap struct {
+	Sync          string
+	First, Second string // the members
+	Start         int64  // when Second started
+	End           int64  // when the first of the two ended; 0 if neither has
+	Open          bool   // neither interval has ended
+
+	first, second Interval
+}
+
+// Duration is the length of the overlap; for an open one, until [Now].
+func (o Overlap) Duration() time.Duration {
+	if o.Open {
+		return time.Duration(Now() - o.Start)
+	}
+	return time.Duration(o.End - o.Start)
+}
+
+// Overlaps returns the times a sync had two owners, sorted by sync, then
+// time; with no arguments, of every sync, else of the syncs named. It is the
+// overlap rule of [Recorder.Check] as data: each interval that starts before
+// the furthest-reaching earlier interval of its sync has ended overlaps it
+// (sharing an instant, End == Start, does not).
+func (r *Recorder) Overlaps(syncs ...string) []Overlap {
+	var out []Overlap
+	ivs := r.Intervals()
+	for len(ivs) > 0 {
+		n := 1
+		for n < len(ivs) && ivs[n].Sync == ivs[0].Sync {
+			n++
+		}
+		if len(syncs) == 0 || slices.Contains(syncs, ivs[0].Sync) {
+			out = append(out, overlaps(ivs[:n])...)
+		}
+		ivs = ivs[n:]
+	}
+	return out
+}
+
+// overlaps finds the overlaps among the intervals of one sync, sorted by
+// start.
+func overlaps(ivs []Interval) []Overlap {
+	var out []Overlap
+	// last is the interval reaching furthest in time so far: any later start
+	// before its end overlaps it.
+	last := 0
+	for i := 1; i < len(ivs); i++ {
+		cur, prev := ivs[i], ivs[last]
+		if prev.Open || cur.Start < prev.End {
+			o := Overlap{Sync: cur.Sync, First: prev.Member, Second: cur.Member, Start: cur.Start, first: prev, second: cur}
+			if end := min(endOf(prev), endOf(cur)); end == endOf(Interval{Open: true}) {
+				o.Open = true
+			} else {
+				o.End = end
+			}
+			out = append(out, o)
+		}
+		if endOf(cur) > endOf(prev) {
+			last = i
+		}
+	}
+	return out
 }
 
 func endOf(iv Interval) int64 {

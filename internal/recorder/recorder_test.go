@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -378,4 +379,36 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+func TestOverlaps(t *testing.T) {
+	r := recorder.New()
+	r.StartAt("a", "s1", 1, 0)
+	r.StartAt("b", "s1", 2, 5) // a still runs: overlap 5..8
+	r.EndAt("a", "s1", 1, 8)
+	r.EndAt("b", "s1", 2, 20)
+	r.StartAt("c", "s1", 3, 20) // adjacent: no overlap
+	r.StartAt("a", "s2", 4, 0)
+	r.StartAt("b", "s2", 5, 10) // both open: open overlap
+	r.StartAt("a", "s3", 6, 0)
+	r.EndAt("a", "s3", 6, 10)
+	r.StartAt("b", "s3", 7, 12) // a gap, not an overlap
+
+	got := r.Overlaps()
+	require.Len(t, got, 2)
+	require.Equal(t, "s1", got[0].Sync)
+	require.Equal(t, []string{"a", "b"}, []string{got[0].First, got[0].Second})
+	require.Equal(t, int64(5), got[0].Start)
+	require.Equal(t, int64(8), got[0].End)
+	require.Equal(t, 3*time.Nanosecond, got[0].Duration())
+	require.False(t, got[0].Open)
+	require.Equal(t, "s2", got[1].Sync)
+	require.True(t, got[1].Open)
+	require.Empty(t, r.Overlaps("s3"))
+	require.Len(t, r.Overlaps("s1"), 1)
+
+	// Check reports the same overlaps, and nothing else here.
+	err := r.Check()
+	require.Error(t, err)
+	require.Equal(t, 2, strings.Count(err.Error(), "owned twice"), err.Error())
 }
