@@ -174,6 +174,7 @@ func Start(ctx context.Context, cmd *exec.Cmd, onEvent func(Line), onLog func(st
 	case l := <-ready:
 		if l.Err != "" {
 			p.Kill()
+			<-p.done
 			return nil, fmt.Errorf("benchproc: %s: %s", cmd.Path, l.Err)
 		}
 		p.Ready = l.Body
@@ -182,6 +183,7 @@ func Start(ctx context.Context, cmd *exec.Cmd, onEvent func(Line), onLog func(st
 		return nil, fmt.Errorf("benchproc: %s exited before it was ready: %v", cmd.Path, p.err)
 	case <-ctx.Done():
 		p.Kill()
+		<-p.done
 		return nil, ctx.Err()
 	}
 }
@@ -226,6 +228,11 @@ func (p *Proc) read(stdout io.Reader, ready chan<- Line, onEvent func(Line), onL
 func (p *Proc) Ask(ctx context.Context, cmd string, out any) error {
 	p.askMu.Lock()
 	defer p.askMu.Unlock()
+	select {
+	case <-p.done:
+		return fmt.Errorf("benchproc: %s: the child exited: %v", cmd, p.err)
+	default:
+	}
 	if _, err := fmt.Fprintln(p.stdin, cmd); err != nil {
 		return fmt.Errorf("benchproc: send %s: %w", cmd, err)
 	}
