@@ -83,7 +83,7 @@ type ownership struct {
 	member string
 	rec    *recorder.Recorder
 
-	mu    sync.Mutex // a leaf
+	mu    sync.Mutex       // a leaf
 	owned map[string]int64 // item -> token of its open interval
 }
 
