@@ -196,7 +196,7 @@ func parseFlags() (config, string, error) {
 	peerShape := flag.String("peer-shape", "1000x10", "peers scenario: SYNCSxMEMBERS (one more joins, drains, then one is killed)")
 	peerSessions := flag.String("peer-sessions", "2s,10s", "peers scenario: lease TTL = session timeout = heartbeat timeout")
 	kafkaHeartbeats := flag.String("kafka-heartbeats", "3s,1s,100ms,10ms", "peers scenario: Kafka heartbeat intervals (those above a third of the session are skipped)")
-	ringHeartbeats := flag.String("ring-heartbeats", "1s,100ms", "peers scenario: ring heartbeat periods (those above half the session are skipped)")
+	ringHeartbeats := flag.String("ring-heartbeats", "1s,100ms", "peers scenario: ring heartbeat periods (those above a quarter of the session are skipped)")
 	ringTokens := flag.Int("ring-tokens", 128, "peers scenario: tokens per ring instance")
 	peerReps := flag.Int("peer-reps", 3, "peers scenario: repetitions of every variant, interleaved")
 	peerSteady := flag.Duration("peer-steady", 10*time.Second, "peers scenario: steady-state window")

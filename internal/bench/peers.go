@@ -30,6 +30,9 @@ type peerRun struct {
 	// is the failover time.
 	Kill       handoffRun `json:"kill"`
 	KillVictim string     `json:"kill_victim"`
+	// Error is why the run stopped early: a system that does not settle
+	// is a result, not a reason to stop the comparison.
+	Error string `json:"error,omitempty"`
 }
 
 // peerSteady is a settled group's traffic over a quiet window, as its store
@@ -66,7 +69,8 @@ var kafkaWrites = map[string]bool{
 // variants lists the peers scenario's variants: every system at every
 // session, and the peers at every heartbeat that fits in the session (a
 // Kafka heartbeat at most a third of it, Kafka's own rule of thumb; a ring
-// heartbeat at most half).
+// heartbeat at most a quarter, dskit's default ratio: the ring's timestamps
+// are whole seconds, so a longer one flaps at a 2 s timeout).
 func (b *bench) variants() []variant {
 	var out []variant
 	for _, sess := range b.cfg.PeerSessions {
@@ -82,7 +86,7 @@ func (b *bench) variants() []variant {
 				}
 			case "ring":
 				for _, hb := range b.cfg.RingHeartbeats {
-					if hb <= sess/2 {
+					if hb <= sess/4 {
 						out = append(out, variant{Kind: kind, Session: sess, Heartbeat: hb})
 					}
 				}
@@ -109,10 +113,16 @@ func (b *bench) peers(ctx context.Context) ([]peerRun, error) {
 		for i := range vs {
 			v := vs[(i+rep)%len(vs)]
 			r, err := b.peerOnce(ctx, v)
-			if err != nil {
-				return out, fmt.Errorf("peers %s rep %d: %w", v, rep+1, err)
-			}
 			r.Rep = rep + 1
+			if err != nil {
+				if ctx.Err() != nil {
+					return out, err
+				}
+				r.Error = err.Error()
+				b.logf("peers %s rep %d/%d: FAILED: %v", v, rep+1, b.cfg.PeerReps, err)
+				out = append(out, r)
+				continue
+			}
 			b.logf("peers %s rep %d/%d: steady %.0f req/member/min (%.0f coordination), %.0f writes/min | join moved %d gap p50 %.1fms p99 %.1fms, last %.0fms, overlaps %d, interrupted %d | drain moved %d gap p50 %.1fms, last %.0fms, overlaps %d | kill: %d syncs running elsewhere after %.0fms, overlaps %d",
 				v, rep+1, b.cfg.PeerReps, r.Steady.RequestsPerMemberMin, r.Steady.CoordPerMemberMin, r.Steady.WritesPerMin,
 				r.Join.Moved, r.Join.GapP50, r.Join.GapP99, r.Join.CompletionMS, r.Join.Overlaps, r.Join.InterruptedUnmoved,
@@ -306,7 +316,7 @@ func writePeers(w io.Writer, runs []peerRun) {
 			}
 		}
 		reps := len(byVariant[cols[0].String()])
-		fmt.Fprintf(w, "\n### Beside the peers: session %v (lease TTL = session timeout = heartbeat timeout), medians of %d runs\n\n| figure |", sess, reps)
+		fmt.Fprintf(w, "\n### Beside the peers: session %v (lease TTL = session timeout = heartbeat timeout), medians of %d runs each\n\n| figure |", sess, reps)
 		for _, n := range names {
 			fmt.Fprintf(w, " %s |", n)
 		}
@@ -318,10 +328,27 @@ func writePeers(w io.Writer, runs []peerRun) {
 		row := func(name string, f func(peerRun) float64) {
 			fmt.Fprintf(w, "| %s |", name)
 			for _, v := range cols {
-				fmt.Fprintf(w, " %s |", num(median(field(byVariant[v.String()], f))))
+				var ok []peerRun
+				for _, r := range byVariant[v.String()] {
+					if r.Error == "" {
+						ok = append(ok, r)
+					}
+				}
+				fmt.Fprintf(w, " %s |", num(median(field(ok, f))))
 			}
 			fmt.Fprintln(w)
 		}
+		fmt.Fprint(w, "| runs that failed (did not settle in time) |")
+		for _, v := range cols {
+			failed := 0
+			for _, r := range byVariant[v.String()] {
+				if r.Error != "" {
+					failed++
+				}
+			}
+			fmt.Fprintf(w, " %d of %d |", failed, len(byVariant[v.String()]))
+		}
+		fmt.Fprintln(w)
 		row("steady: store requests / member / min", func(r peerRun) float64 { return r.Steady.RequestsPerMemberMin })
 		row("steady: of them for membership", func(r peerRun) float64 { return r.Steady.CoordPerMemberMin })
 		row("steady: store writes / min", func(r peerRun) float64 { return r.Steady.WritesPerMin })

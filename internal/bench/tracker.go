@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -17,9 +18,12 @@ import (
 type tracker struct {
 	rec *recorder.Recorder
 
-	mu         sync.Mutex
-	owner      map[string]string // sync -> member running it now
-	started    map[string]int64  // sync -> start of its current interval (recorder.Now)
+	mu sync.Mutex
+	// holders are the members running each sync now, in start order: one,
+	// but two while a system overlaps (dskit's ring does).
+	holders    map[string][]string
+	owner      map[string]string // sync -> the member of holders that started last
+	started    map[string]int64  // sync -> start of owner's interval (recorder.Now)
 	per        map[string]int    // member -> syncs it runs
 	dead       map[string]bool   // crashed members: their callbacks are ignored
 	assigns    int
@@ -36,6 +40,7 @@ type waiter struct {
 func newTracker() *tracker {
 	return &tracker{
 		rec:     recorder.New(),
+		holders: map[string][]string{},
 		owner:   map[string]string{},
 		started: map[string]int64{},
 		per:     map[string]int{},
@@ -65,14 +70,14 @@ func (t *tracker) assignAt(member, sync string, token, now int64) {
 		return
 	}
 	t.rec.StartAt(member, sync, token, now)
-	if prev, ok := t.owner[sync]; ok {
-		// Two owners at once: the recorder's Check reports it; keep
-		// the counts right.
-		t.per[prev]--
+	if !slices.Contains(t.holders[sync], member) {
+		// A second holder is two owners at once: the recorder reports
+		// it; the counts follow what runs.
+		t.holders[sync] = append(t.holders[sync], member)
+		t.per[member]++
 	}
 	t.owner[sync] = member
 	t.started[sync] = now
-	t.per[member]++
 	t.assigns++
 	t.changedLocked(now)
 }
@@ -91,15 +96,33 @@ func (t *tracker) revokeAt(member, sync string, token, now int64) {
 		return
 	}
 	t.rec.EndAt(member, sync, token, now)
-	if t.owner[sync] == member {
+	t.dropLocked(member, sync)
+	t.changedLocked(now)
+}
+
+// dropLocked removes member from sync's holders.
+func (t *tracker) dropLocked(member, sync string) {
+	i := slices.Index(t.holders[sync], member)
+	if i < 0 {
+		return
+	}
+	hs := slices.Delete(t.holders[sync], i, i+1)
+	t.per[member]--
+	if t.per[member] == 0 {
+		delete(t.per, member)
+	}
+	if len(hs) == 0 {
+		delete(t.holders, sync)
 		delete(t.owner, sync)
 		delete(t.started, sync)
-		t.per[member]--
-		if t.per[member] == 0 {
-			delete(t.per, member)
-		}
+		return
 	}
-	t.changedLocked(now)
+	t.holders[sync] = hs
+	if t.owner[sync] == member {
+		// The other holder goes on; its start is not kept, the
+		// earlier one stands.
+		t.owner[sync] = hs[len(hs)-1]
+	}
 }
 
 // kill records that member's process died at time at: everything it ran
@@ -109,13 +132,11 @@ func (t *tracker) kill(member string, at int64) {
 	defer t.mu.Unlock()
 	t.dead[member] = true
 	t.rec.EndMember(member, at)
-	for s, m := range t.owner {
-		if m == member {
-			delete(t.owner, s)
-			delete(t.started, s)
+	for s, hs := range t.holders {
+		if slices.Contains(hs, member) {
+			t.dropLocked(member, s)
 		}
 	}
-	delete(t.per, member)
 	t.changedLocked(at)
 }
 
