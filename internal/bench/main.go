@@ -13,8 +13,12 @@
 //
 // Every member runs in this process with its own etcd client, except the
 // member whose memory is measured: that one runs in a child process (the
-// same binary with -member-mode). BENCHMARKS.md shows a run and explains
-// what limits each figure.
+// same binary with -member-mode). The peers scenario (-scenarios peers,
+// not run by default) puts Baton beside Kafka consumer groups and dskit's
+// ring, built from bench/peers, a module of its own: there every member of
+// every system is a process of its own (-proc-member for Baton and the
+// baseline), so a crash is a SIGKILL. BENCHMARKS.md shows the runs and
+// explains what limits each figure.
 package main
 
 import (
@@ -346,6 +350,7 @@ func run(ctx context.Context, cfg config, jsonPath string) error {
 		Cold: map[string][]coldRun{}, Steady: map[string]*steadyRun{}, Checks: map[string]string{},
 	}
 	b.logf("etcd at %v (fsync %v); systems %v; scenarios %v", env.endpoints, cfg.Fsync, cfg.Systems, cfg.Scenarios)
+
 	has := func(s string) bool {
 		for _, x := range cfg.Scenarios {
 			if x == s {
@@ -353,6 +358,9 @@ func run(ctx context.Context, cfg config, jsonPath string) error {
 			}
 		}
 		return false
+	}
+	if has("peers") {
+		b.logf("peers scenario: %d variants of %v", len(b.variants()), cfg.PeerSystems)
 	}
 	for _, sysName := range cfg.Systems {
 		if has("handoff") {
@@ -417,6 +425,15 @@ func run(ctx context.Context, cfg config, jsonPath string) error {
 		}
 	}
 	b.logf("done in %s", res.Took)
+	failed := 0
+	for _, p := range res.Peers {
+		if p.Error != "" {
+			failed++
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d peer runs did not complete (their errors are in the log and the JSON)", failed, len(res.Peers))
+	}
 	return nil
 }
 

@@ -143,6 +143,10 @@ type Proc struct {
 	err     error         // why it exited; set before done is closed
 
 	askMu sync.Mutex // one command at a time; a leaf
+	// lost is set (under askMu) when an Ask gave up before its reply
+	// came: replies are matched to commands by order only, so every later
+	// Ask fails rather than read an earlier command's answer.
+	lost bool
 
 	// Ready is the body of the child's ready line (a store's address,
 	// say), or nil.
@@ -167,7 +171,7 @@ func Start(ctx context.Context, cmd *exec.Cmd, onEvent func(Line), onLog func(st
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &Proc{cmd: cmd, stdin: stdin, replies: make(chan Line, 1), done: make(chan struct{})}
+	p := &Proc{cmd: cmd, stdin: stdin, replies: make(chan Line, 16), done: make(chan struct{})}
 	ready := make(chan Line, 1)
 	go p.read(stdout, ready, onEvent, onLog)
 	select {
@@ -207,7 +211,10 @@ func (p *Proc) read(stdout io.Reader, ready chan<- Line, onEvent func(Line), onL
 			default: // a second ready line: ignored
 			}
 		case OpReply:
-			p.replies <- l
+			select {
+			case p.replies <- l:
+			default: // answers to Asks that gave up: never block the events
+			}
 		case OpLog:
 			var s string
 			_ = json.Unmarshal(l.Body, &s)
@@ -224,7 +231,8 @@ func (p *Proc) read(stdout io.Reader, ready chan<- Line, onEvent func(Line), onL
 }
 
 // Ask sends cmd and decodes the reply's body into out (if not nil). It
-// fails if the child exits first or ctx ends (the child then goes on).
+// fails if the child exits first or ctx ends; the child then goes on, and
+// every later Ask of p fails.
 func (p *Proc) Ask(ctx context.Context, cmd string, out any) error {
 	p.askMu.Lock()
 	defer p.askMu.Unlock()
@@ -232,6 +240,12 @@ func (p *Proc) Ask(ctx context.Context, cmd string, out any) error {
 	case <-p.done:
 		return fmt.Errorf("benchproc: %s: the child exited: %v", cmd, p.err)
 	default:
+	}
+	if p.lost {
+		return fmt.Errorf("benchproc: %s: an earlier command was never answered", cmd)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	if _, err := fmt.Fprintln(p.stdin, cmd); err != nil {
 		return fmt.Errorf("benchproc: send %s: %w", cmd, err)
@@ -248,6 +262,7 @@ func (p *Proc) Ask(ctx context.Context, cmd string, out any) error {
 	case <-p.done:
 		return fmt.Errorf("benchproc: %s: the child exited: %v", cmd, p.err)
 	case <-ctx.Done():
+		p.lost = true
 		return ctx.Err()
 	}
 }

@@ -47,6 +47,9 @@ func childMember() int {
 			return nil, false, nil
 		case benchproc.CmdLeave:
 			return nil, true, nil
+		case "slow":
+			time.Sleep(300 * time.Millisecond)
+			return nil, false, nil
 		}
 		return nil, false, errors.New("unknown command")
 	})
@@ -125,4 +128,26 @@ func TestStartFails(t *testing.T) {
 	defer cancel()
 	_, err := benchproc.Start(ctx, command(t, "fail"), func(benchproc.Line) {}, nil)
 	require.ErrorContains(t, err, "cannot join")
+}
+
+func TestAskThatGaveUpFailsTheNext(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := benchproc.Start(ctx, command(t, "member"), func(benchproc.Line) {}, nil)
+	require.NoError(t, err)
+	defer func() {
+		p.Kill()
+		<-p.Done()
+	}()
+	gone, stop := context.WithCancel(ctx)
+	stop()
+	require.ErrorIs(t, p.Ask(gone, benchproc.CmdStatus, nil), context.Canceled, "an ended ctx sends nothing")
+	require.NoError(t, p.Ask(ctx, benchproc.CmdStatus, nil))
+
+	short, stop2 := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer stop2()
+	require.ErrorIs(t, p.Ask(short, "slow", nil), context.DeadlineExceeded)
+	// The slow reply comes later: the next Ask must not take it for its
+	// own.
+	require.ErrorContains(t, p.Ask(ctx, benchproc.CmdStatus, nil), "never answered")
 }
