@@ -206,13 +206,23 @@ var serverMetricNames = map[string]func(*serverCounters) *float64{
 }
 
 func (e *etcdEnv) serverCounters() serverCounters {
+	out, _ := e.readServerCounters()
+	return out
+}
+
+// readServerCounters is serverCounters, failing when etcd's /metrics cannot
+// be read.
+func (e *etcdEnv) readServerCounters() (serverCounters, error) {
 	var out serverCounters
 	c := http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get(strings.TrimSuffix(e.endpoints[0], "/") + "/metrics")
 	if err != nil {
-		return out
+		return out, fmt.Errorf("read etcd's metrics: %w", err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return out, fmt.Errorf("read etcd's metrics: %s", resp.Status)
+	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -240,7 +250,7 @@ func (e *etcdEnv) serverCounters() serverCounters {
 			}
 		}
 	}
-	return out
+	return out, sc.Err()
 }
 
 // labelOf returns the value of label name in a Prometheus text-format

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -97,21 +98,24 @@ func (b *bench) variants() []variant {
 }
 
 // peers runs every variant cfg.PeerReps times, interleaved: each repetition
-// runs every variant once, starting one further along the list than the
-// last, so no system always runs first or after the same neighbour.
+// runs every variant once, in an order shuffled anew (seeded by the
+// repetition, so a rerun keeps the order), so no system always runs first
+// or after the same neighbour.
 func (b *bench) peers(ctx context.Context) ([]peerRun, error) {
 	if b.cfg.PeersBin == "" {
 		bin, err := buildPeers()
 		if err != nil {
 			return nil, err
 		}
+		defer os.RemoveAll(filepath.Dir(bin))
 		b.cfg.PeersBin = bin
 	}
 	vs := b.variants()
 	var out []peerRun
 	for rep := range b.cfg.PeerReps {
-		for i := range vs {
-			v := vs[(i+rep)%len(vs)]
+		order := slices.Clone(vs)
+		rand.New(rand.NewPCG(uint64(rep), 12)).Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		for _, v := range order {
 			r, err := b.peerOnce(ctx, v)
 			r.Rep = rep + 1
 			if err != nil {
@@ -149,6 +153,7 @@ func buildPeers() (string, error) {
 	cmd.Dir = filepath.Join("bench", "peers")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
+		os.RemoveAll(dir)
 		return "", fmt.Errorf("build bench/peers: %w", err)
 	}
 	return bin, nil
@@ -193,6 +198,14 @@ func (b *bench) peerOnce(ctx context.Context, v variant) (peerRun, error) {
 	if err != nil {
 		return r, fmt.Errorf("leave after drain: %w", err)
 	}
+	// It has left: it must be gone before the kill, or it could still
+	// act during it.
+	select {
+	case <-g.live[newcomer].stopped():
+	case <-time.After(b.cfg.Timeout):
+		g.live[newcomer].crash()
+		<-g.live[newcomer].stopped()
+	}
 	delete(g.live, newcomer)
 	if _, err := g.settle(ctx, b.cfg.Timeout); err != nil {
 		return r, fmt.Errorf("after leave: %w", err)
@@ -215,7 +228,10 @@ func (b *bench) peerOnce(ctx context.Context, v variant) (peerRun, error) {
 // peerSteady measures what the store receives from a settled group over
 // cfg.PeerSteady.
 func (b *bench) peerSteady(ctx context.Context, g *groupRun, sys *procSystem, members int) (peerSteady, error) {
-	etcd0 := b.env.serverCounters()
+	etcd0, err := b.env.readServerCounters()
+	if err != nil {
+		return peerSteady{}, err
+	}
 	kafka0, err := sys.storeUsage(ctx, g.group)
 	if err != nil {
 		return peerSteady{}, err
@@ -227,7 +243,11 @@ func (b *bench) peerSteady(ctx context.Context, g *groupRun, sys *procSystem, me
 		return peerSteady{}, ctx.Err()
 	}
 	win := time.Since(start)
-	etcd := b.env.serverCounters().sub(etcd0)
+	etcd1, err := b.env.readServerCounters()
+	if err != nil {
+		return peerSteady{}, err
+	}
+	etcd := etcd1.sub(etcd0)
 	kafka1, err := sys.storeUsage(ctx, g.group)
 	if err != nil {
 		return peerSteady{}, err
@@ -315,8 +335,13 @@ func writePeers(w io.Writer, runs []peerRun) {
 				names[i] += " hb " + v.Heartbeat.String()
 			}
 		}
-		reps := len(byVariant[cols[0].String()])
-		fmt.Fprintf(w, "\n### Beside the peers: session %v (lease TTL = session timeout = heartbeat timeout), medians of %d runs each\n\n| figure |", sess, reps)
+		reps := 0
+		for _, r := range byVariant[cols[0].String()] {
+			if r.Error == "" {
+				reps++
+			}
+		}
+		fmt.Fprintf(w, "\n### Beside the peers: session %v (lease TTL = session timeout = heartbeat timeout), medians of the completed runs (%d each, unless the first row says fewer)\n\n| figure |", sess, reps)
 		for _, n := range names {
 			fmt.Fprintf(w, " %s |", n)
 		}
@@ -338,7 +363,7 @@ func writePeers(w io.Writer, runs []peerRun) {
 			}
 			fmt.Fprintln(w)
 		}
-		fmt.Fprint(w, "| runs that failed (did not settle in time) |")
+		fmt.Fprint(w, "| runs that failed (see the log: did not start, or did not settle in time) |")
 		for _, v := range cols {
 			failed := 0
 			for _, r := range byVariant[v.String()] {
@@ -360,9 +385,10 @@ func writePeers(w io.Writer, runs []peerRun) {
 			{"drain", func(r peerRun) handoffRun { return r.Drain }},
 		} {
 			row(ph.name+": syncs moved", func(r peerRun) float64 { return float64(ph.f(r).Moved) })
-			row(ph.name+": gap p50 (ms)", func(r peerRun) float64 { return ph.f(r).GapP50 })
+			row(ph.name+": gap p50 (ms; moves without overlap)", func(r peerRun) float64 { return ph.f(r).GapP50 })
 			row(ph.name+": gap p99 (ms)", func(r peerRun) float64 { return ph.f(r).GapP99 })
-			row(ph.name+": change → last moved running (ms)", func(r peerRun) float64 { return ph.f(r).CompletionMS })
+			row(ph.name+": change → last moved running alone (ms)", func(r peerRun) float64 { return ph.f(r).CompletionMS })
+			row(ph.name+": moved syncs that had two owners at once", func(r peerRun) float64 { return float64(ph.f(r).MovedOverlapped) })
 			row(ph.name+": overlaps (two owners)", func(r peerRun) float64 { return float64(ph.f(r).Overlaps) })
 			row(ph.name+": longest overlap (ms)", func(r peerRun) float64 { return ph.f(r).OverlapMaxMS })
 			row(ph.name+": unmoved syncs interrupted", func(r peerRun) float64 { return float64(ph.f(r).InterruptedUnmoved) })

@@ -243,6 +243,8 @@ func (s *procSystem) storeUsage(ctx context.Context, group string) (map[string]i
 	if p == nil {
 		return nil, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	var u map[string]int64
 	err := p.Ask(ctx, benchproc.CmdUsage, &u)
 	return u, err
@@ -289,12 +291,14 @@ func (m *procMember) crash() { m.p.Kill() }
 
 func (m *procMember) stopped() <-chan struct{} { return m.p.Done() }
 
+// isLeader asks the member. One that does not answer counts as a leader, so
+// it is never taken for a non-leader (the kill victim).
 func (m *procMember) isLeader() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var st benchproc.Status
 	if err := m.p.Ask(ctx, benchproc.CmdStatus, &st); err != nil {
-		return false
+		return true
 	}
 	return st.Leader
 }

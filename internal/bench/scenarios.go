@@ -56,15 +56,16 @@ func (m meter) cost() phaseCost {
 // handoffRun is one planned membership change: a member joins, or drains.
 type handoffRun struct {
 	Moved              int       `json:"moved"`               // syncs whose owner changed
-	Gaps               []float64 `json:"gaps_ms"`             // per move: old owner's revoke returned → new owner's assign; negative: they overlapped by that long
+	Gaps               []float64 `json:"gaps_ms"`             // per move: old owner's revoke returned → new owner's assign (a move whose owners overlapped has none)
 	GapP50             float64   `json:"gap_p50_ms"`          //
 	GapP99             float64   `json:"gap_p99_ms"`          //
 	GapMax             float64   `json:"gap_max_ms"`          //
 	InterruptedUnmoved int       `json:"interrupted_unmoved"` // syncs that stopped though their owner did not change
 	Overlaps           int       `json:"overlaps"`            // times a sync had two owners at once
+	MovedOverlapped    int       `json:"moved_overlapped"`    // moved syncs that had two owners at once
 	OverlapMaxMS       float64   `json:"overlap_max_ms"`      // the longest of them
 	ExtraMoves         int       `json:"extra_moves"`         // moves beyond one per moved sync
-	CompletionMS       float64   `json:"completion_ms"`       // trigger → last moved sync running
+	CompletionMS       float64   `json:"completion_ms"`       // trigger → last moved sync running on its new owner alone
 	Spread             float64   `json:"spread"`              // busiest member's load / mean load, after
 	Cost               phaseCost `json:"cost"`
 }
@@ -96,14 +97,6 @@ func analyseHandoff(tr *tracker, t0 int64, before, after map[string]string) hand
 			gaps[gp.Sync] = append(gaps[gp.Sync], ms(gp.Duration()))
 		}
 	}
-	for _, o := range tr.rec.Overlaps() {
-		if o.Start >= t0 {
-			d := ms(o.Duration())
-			gaps[o.Sync] = append(gaps[o.Sync], -d)
-			r.Overlaps++
-			r.OverlapMaxMS = max(r.OverlapMaxMS, d)
-		}
-	}
 	touched := map[string]bool{} // syncs with an interval that ended or started after t0
 	var last int64
 	for _, iv := range tr.rec.Intervals() {
@@ -115,6 +108,20 @@ func analyseHandoff(tr *tracker, t0 int64, before, after map[string]string) hand
 			touched[iv.Sync] = true
 		}
 	}
+	// Two owners at once: counted apart from the gaps, and a move is not
+	// over until the old owner has stopped.
+	overlapped := map[string]bool{}
+	for _, o := range tr.rec.Overlaps() {
+		if o.Start < t0 {
+			continue
+		}
+		r.Overlaps++
+		overlapped[o.Sync] = true
+		r.OverlapMaxMS = max(r.OverlapMaxMS, ms(o.Duration()))
+		if !o.Open {
+			last = max(last, o.End)
+		}
+	}
 	for s, now := range after {
 		moved := before[s] != now
 		switch {
@@ -122,7 +129,10 @@ func analyseHandoff(tr *tracker, t0 int64, before, after map[string]string) hand
 			r.Moved++
 			r.Gaps = append(r.Gaps, gaps[s]...)
 			r.ExtraMoves += max(len(gaps[s])-1, 0)
-		case touched[s]:
+			if overlapped[s] {
+				r.MovedOverlapped++
+			}
+		case touched[s] && !overlapped[s]:
 			r.InterruptedUnmoved++
 			r.ExtraMoves += len(gaps[s])
 		}

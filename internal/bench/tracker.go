@@ -25,6 +25,7 @@ type tracker struct {
 	owner      map[string]string // sync -> the member of holders that started last
 	started    map[string]int64  // sync -> start of owner's interval (recorder.Now)
 	per        map[string]int    // member -> syncs it runs
+	shared     int               // syncs with more than one holder
 	dead       map[string]bool   // crashed members: their callbacks are ignored
 	assigns    int
 	lastChange int64
@@ -74,6 +75,9 @@ func (t *tracker) assignAt(member, sync string, token, now int64) {
 		// A second holder is two owners at once: the recorder reports
 		// it; the counts follow what runs.
 		t.holders[sync] = append(t.holders[sync], member)
+		if len(t.holders[sync]) == 2 {
+			t.shared++
+		}
 		t.per[member]++
 	}
 	t.owner[sync] = member
@@ -107,6 +111,9 @@ func (t *tracker) dropLocked(member, sync string) {
 		return
 	}
 	hs := slices.Delete(t.holders[sync], i, i+1)
+	if len(hs) == 1 {
+		t.shared--
+	}
 	t.per[member]--
 	if t.per[member] == 0 {
 		delete(t.per, member)
@@ -119,8 +126,8 @@ func (t *tracker) dropLocked(member, sync string) {
 	}
 	t.holders[sync] = hs
 	if t.owner[sync] == member {
-		// The other holder goes on; its start is not kept, the
-		// earlier one stands.
+		// The other holder goes on. Its own start is not kept: started
+		// stays the dropped holder's, a later instant than the true one.
 		t.owner[sync] = hs[len(hs)-1]
 	}
 }
@@ -148,7 +155,7 @@ func (t *tracker) changedLocked(now int64) {
 	kept := t.waiters[:0]
 	for _, w := range t.waiters {
 		if w.cond(t) {
-			w.at = now
+			w.at = t.lastChange
 			close(w.done)
 			continue
 		}
@@ -234,13 +241,19 @@ func (t *tracker) assignCount() int {
 }
 
 // balanced is the condition a scenario waits for after a change: all n
-// syncs run, only on the members in active (a draining member runs none),
-// and each of those runs its share rounded down or up.
+// syncs run, each on one member, only on the members in active (a
+// draining member runs none), and each of those runs its share rounded
+// down or up.
 func balanced(n int, active map[string]bool) func(*tracker) bool {
 	k := max(len(active), 1)
-	lo, hi := n/k, (n+k-1)/k
+	return shares(n, active, n/k, (n+k-1)/k)
+}
+
+// shares holds when all n syncs run, each on one member, only on members in
+// active, and each of those runs between lo and hi.
+func shares(n int, active map[string]bool, lo, hi int) func(*tracker) bool {
 	return func(t *tracker) bool {
-		if len(t.owner) != n {
+		if len(t.owner) != n || t.shared > 0 {
 			return false
 		}
 		for m, c := range t.per {
@@ -258,25 +271,10 @@ func balanced(n int, active map[string]bool) func(*tracker) bool {
 }
 
 // covered is balanced for a system whose shares are uneven by design (the
-// ring's follow its random tokens): all n syncs run, only on members in
-// active, and each of those runs some.
+// ring's follow its random tokens): all n syncs run, each on one member,
+// only on members in active, and each of those runs some.
 func covered(n int, active map[string]bool) func(*tracker) bool {
-	return func(t *tracker) bool {
-		if len(t.owner) != n {
-			return false
-		}
-		for m, c := range t.per {
-			if c > 0 && !active[m] {
-				return false
-			}
-		}
-		for m := range active {
-			if t.per[m] == 0 {
-				return false
-			}
-		}
-		return true
-	}
+	return shares(n, active, 1, n)
 }
 
 // allOwned holds when n syncs run.

@@ -225,8 +225,15 @@ func (p *Proc) read(stdout io.Reader, ready chan<- Line, onEvent func(Line), onL
 			bad = fmt.Errorf("benchproc: unknown op %q", l.Op)
 		}
 	}
+	scanErr := sc.Err()
+	if scanErr != nil {
+		// The child may be blocked writing to a pipe nobody reads:
+		// Wait would never return.
+		p.Kill()
+		_, _ = io.Copy(io.Discard, stdout)
+	}
 	err := p.cmd.Wait()
-	p.err = errors.Join(err, bad, sc.Err())
+	p.err = errors.Join(err, bad, scanErr)
 	close(p.done)
 }
 
@@ -252,19 +259,28 @@ func (p *Proc) Ask(ctx context.Context, cmd string, out any) error {
 	}
 	select {
 	case l := <-p.replies:
-		if l.Err != "" {
-			return fmt.Errorf("%s: %s", cmd, l.Err)
-		}
-		if out != nil && len(l.Body) > 0 {
-			return json.Unmarshal(l.Body, out)
-		}
-		return nil
+		return decodeReply(cmd, l, out)
 	case <-p.done:
 		return fmt.Errorf("benchproc: %s: the child exited: %v", cmd, p.err)
 	case <-ctx.Done():
+		select {
+		case l := <-p.replies: // it came after all
+			return decodeReply(cmd, l, out)
+		default:
+		}
 		p.lost = true
 		return ctx.Err()
 	}
+}
+
+func decodeReply(cmd string, l Line, out any) error {
+	if l.Err != "" {
+		return fmt.Errorf("%s: %s", cmd, l.Err)
+	}
+	if out != nil && len(l.Body) > 0 {
+		return json.Unmarshal(l.Body, out)
+	}
+	return nil
 }
 
 // Kill sends SIGKILL (the process cannot say goodbye) and returns at once.

@@ -71,7 +71,7 @@ func TestProtocol(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	rec := recorder.New()
-	logs := make(chan string, 1)
+	logs := make(chan string, 16)
 	before := recorder.Now()
 	p, err := benchproc.Start(ctx, command(t, "member"), func(l benchproc.Line) {
 		switch l.Op {
@@ -80,7 +80,13 @@ func TestProtocol(t *testing.T) {
 		case benchproc.OpEnd:
 			rec.EndAt(l.Member, l.Sync, l.Token, l.T)
 		}
-	}, func(s string) { logs <- s })
+	}, func(s string) {
+		select {
+		case logs <- s:
+		default:
+			t.Errorf("unexpected log line %q", s)
+		}
+	})
 	require.NoError(t, err)
 	require.JSONEq(t, `{"addr":"here"}`, string(p.Ready))
 
