@@ -16,10 +16,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/baton-go/baton/internal/benchproc"
@@ -157,56 +155,37 @@ func memberMain(args []string) error {
 	}
 	child := benchproc.NewChild(os.Stdout)
 	own := newOwnership(cfg.ID, child.Rec)
-	// SIGKILL is the crash; SIGTERM and SIGINT are not used by the bench
-	// and end the process as they would any other.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	jctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	var p peer
-	var err error
-	switch cfg.System {
-	case "kafka-classic", "kafka-848":
-		p, err = startKafka(jctx, cfg, own, child)
-	case "ring":
-		p, err = startRing(jctx, cfg, own, child)
-	default:
-		err = fmt.Errorf("unknown system %q", cfg.System)
-	}
-	cancel()
-	if err != nil {
-		_ = child.Send(benchproc.OpReady, nil, err)
-		return err
-	}
-	if err := child.Send(benchproc.OpReady, nil, nil); err != nil {
-		return err
-	}
-	left := false
-	serr := child.Serve(os.Stdin, func(cmd string) (any, bool, error) {
-		switch cmd {
-		case benchproc.CmdStatus:
-			return benchproc.Status{Owned: own.count()}, false, nil
-		case benchproc.CmdUsage:
-			return p.usage(), false, nil
-		case benchproc.CmdDrain:
-			dctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-			defer cancel()
-			return nil, false, p.drain(dctx)
-		case benchproc.CmdLeave:
-			lctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-			defer cancel()
-			left = true
-			return nil, true, p.leave(lctx)
-		default:
-			return nil, false, fmt.Errorf("unknown command %q", cmd)
-		}
-	})
-	if !left {
-		lctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	return child.RunMember(os.Stdin, func() (benchproc.Member, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		serr = errors.Join(serr, p.leave(lctx))
-	}
-	return serr
+		var p peer
+		var err error
+		switch cfg.System {
+		case "kafka-classic", "kafka-848":
+			p, err = startKafka(ctx, cfg, own, child)
+		case "ring":
+			p, err = startRing(ctx, cfg, own, child)
+		default:
+			err = fmt.Errorf("unknown system %q", cfg.System)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return protoMember{p: p, own: own}, nil
+	})
 }
+
+// protoMember drives a peer by the bench's protocol. The peers report no
+// leader: none of them has one the bench could avoid killing.
+type protoMember struct {
+	p   peer
+	own *ownership
+}
+
+func (m protoMember) Status() benchproc.Status        { return benchproc.Status{Owned: m.own.count()} }
+func (m protoMember) Usage() any                      { return m.p.usage() }
+func (m protoMember) Drain(ctx context.Context) error { return m.p.drain(ctx) }
+func (m protoMember) Leave(ctx context.Context) error { return m.p.leave(ctx) }
 
 func splitList(s string) []string {
 	var out []string

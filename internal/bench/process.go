@@ -51,41 +51,29 @@ func procMemberMain(args []string) error {
 	}
 	child := benchproc.NewChild(os.Stdout)
 	rep := &childReporter{child: child, owned: map[string]bool{}}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	m, err := sys.join(ctx, *group, *id, rep)
-	cancel()
-	if err != nil {
-		_ = child.Send(benchproc.OpReady, nil, err)
-		return err
-	}
-	if err := child.Send(benchproc.OpReady, nil, nil); err != nil {
-		return err
-	}
-	left := false
-	err = child.Serve(os.Stdin, func(cmd string) (any, bool, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	return child.RunMember(os.Stdin, func() (benchproc.Member, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		switch cmd {
-		case benchproc.CmdStatus:
-			return benchproc.Status{Owned: rep.count(), Leader: m.isLeader()}, false, nil
-		case benchproc.CmdUsage:
-			return m.usage(), false, nil
-		case benchproc.CmdDrain:
-			return nil, false, m.drain(ctx)
-		case benchproc.CmdLeave:
-			left = true
-			return nil, true, m.leave(ctx)
-		default:
-			return nil, false, fmt.Errorf("unknown command %q", cmd)
+		m, err := sys.join(ctx, *group, *id, rep)
+		if err != nil {
+			return nil, err
 		}
+		return protoMember{m: m, rep: rep}, nil
 	})
-	if !left {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		err = errors.Join(err, m.leave(ctx))
-	}
-	return err
 }
+
+// protoMember drives a member by the bench's protocol.
+type protoMember struct {
+	m   member
+	rep *childReporter
+}
+
+func (p protoMember) Status() benchproc.Status {
+	return benchproc.Status{Owned: p.rep.count(), Leader: p.m.isLeader()}
+}
+func (p protoMember) Usage() any                      { return p.m.usage() }
+func (p protoMember) Drain(ctx context.Context) error { return p.m.drain(ctx) }
+func (p protoMember) Leave(ctx context.Context) error { return p.m.leave(ctx) }
 
 // childReporter writes a member's ownership to its parent through the
 // child's recorder, and counts what the member runs.

@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/baton-go/baton/internal/recorder"
 )
@@ -298,4 +299,60 @@ func (p *Proc) Done() <-chan struct{} { return p.done }
 func (p *Proc) Err() error {
 	<-p.done
 	return p.err
+}
+
+// Member is a joined member as the protocol drives it.
+type Member interface {
+	Status() Status
+	// Usage is what the member sent to its store (any JSON), or nil.
+	Usage() any
+	Drain(ctx context.Context) error
+	Leave(ctx context.Context) error
+}
+
+// commandTimeout bounds a drain or a leave the parent asked for, and the
+// leave at the end of stdin.
+const commandTimeout = 2 * time.Minute
+
+// RunMember is a member process's main loop: it joins (join's error is sent
+// as the ready line's), sends ready, answers commands from r, and leaves:
+// when asked, or when r ends. It returns join's error, or what serving and
+// leaving returned.
+func (c *Child) RunMember(r io.Reader, join func() (Member, error)) error {
+	m, err := join()
+	if err != nil {
+		_ = c.Send(OpReady, nil, err)
+		return err
+	}
+	if err := c.Send(OpReady, nil, nil); err != nil {
+		return errors.Join(err, leave(m))
+	}
+	left := false
+	err = c.Serve(r, func(cmd string) (any, bool, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+		defer cancel()
+		switch cmd {
+		case CmdStatus:
+			return m.Status(), false, nil
+		case CmdUsage:
+			return m.Usage(), false, nil
+		case CmdDrain:
+			return nil, false, m.Drain(ctx)
+		case CmdLeave:
+			left = true
+			return nil, true, m.Leave(ctx)
+		default:
+			return nil, false, fmt.Errorf("unknown command %q", cmd)
+		}
+	})
+	if !left {
+		err = errors.Join(err, leave(m))
+	}
+	return err
+}
+
+func leave(m Member) error {
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	defer cancel()
+	return m.Leave(ctx)
 }

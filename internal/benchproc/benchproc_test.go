@@ -21,37 +21,61 @@ func TestMain(m *testing.M) {
 	switch os.Getenv("BENCHPROC_CHILD") {
 	case "member":
 		os.Exit(childMember())
+	case "slow":
+		os.Exit(childSlow())
 	case "fail":
 		c := benchproc.NewChild(os.Stdout)
-		_ = c.Send(benchproc.OpReady, nil, errors.New("cannot join"))
+		err := c.RunMember(os.Stdin, func() (benchproc.Member, error) { return nil, errors.New("cannot join") })
+		if err == nil {
+			os.Exit(2)
+		}
 		os.Exit(1)
 	}
 	goleak.VerifyTestMain(m)
 }
 
+// fakeMember owns sync-00000 until it drains.
+type fakeMember struct {
+	c     *benchproc.Child
+	owned int
+}
+
+func (m *fakeMember) Status() benchproc.Status { return benchproc.Status{Owned: m.owned, Leader: true} }
+func (m *fakeMember) Usage() any               { return map[string]int64{"Put": 3} }
+func (m *fakeMember) Leave(context.Context) error {
+	return nil
+}
+func (m *fakeMember) Drain(context.Context) error {
+	m.c.Rec.End("m1", benchproc.SyncID(0), 7)
+	m.owned = 0
+	return nil
+}
+
 func childMember() int {
 	c := benchproc.NewChild(os.Stdout)
-	c.Rec.Start("m1", benchproc.SyncID(0), 7)
+	err := c.RunMember(os.Stdin, func() (benchproc.Member, error) {
+		c.Rec.Start("m1", benchproc.SyncID(0), 7)
+		c.Logf("up")
+		return &fakeMember{c: c, owned: 1}, nil
+	})
+	if err != nil {
+		return 1
+	}
+	return 0
+}
+
+// childSlow is a store-like child: its ready line carries its address,
+// and it answers "slow" after 300 ms.
+func childSlow() int {
+	c := benchproc.NewChild(os.Stdout)
 	if err := c.Send(benchproc.OpReady, map[string]string{"addr": "here"}, nil); err != nil {
 		return 1
 	}
-	c.Logf("up")
-	owned := 1
 	err := c.Serve(os.Stdin, func(cmd string) (any, bool, error) {
-		switch cmd {
-		case benchproc.CmdStatus:
-			return benchproc.Status{Owned: owned, Leader: true}, false, nil
-		case benchproc.CmdDrain:
-			c.Rec.End("m1", benchproc.SyncID(0), 7)
-			owned = 0
-			return nil, false, nil
-		case benchproc.CmdLeave:
-			return nil, true, nil
-		case "slow":
+		if cmd == "slow" {
 			time.Sleep(300 * time.Millisecond)
-			return nil, false, nil
 		}
-		return nil, false, errors.New("unknown command")
+		return nil, false, nil
 	})
 	if err != nil {
 		return 1
@@ -88,7 +112,6 @@ func TestProtocol(t *testing.T) {
 		}
 	})
 	require.NoError(t, err)
-	require.JSONEq(t, `{"addr":"here"}`, string(p.Ready))
 
 	var st benchproc.Status
 	require.NoError(t, p.Ask(ctx, benchproc.CmdStatus, &st))
@@ -105,6 +128,10 @@ func TestProtocol(t *testing.T) {
 	require.False(t, ivs[0].Open)
 	require.GreaterOrEqual(t, ivs[0].Start, before, "the child's clock is the parent's")
 	require.LessOrEqual(t, ivs[0].End, recorder.Now())
+
+	var usage map[string]int64
+	require.NoError(t, p.Ask(ctx, benchproc.CmdUsage, &usage))
+	require.Equal(t, map[string]int64{"Put": 3}, usage)
 
 	err = p.Ask(ctx, "nonsense", nil)
 	require.ErrorContains(t, err, "unknown command")
@@ -139,8 +166,9 @@ func TestStartFails(t *testing.T) {
 func TestAskThatGaveUpFailsTheNext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	p, err := benchproc.Start(ctx, command(t, "member"), func(benchproc.Line) {}, nil)
+	p, err := benchproc.Start(ctx, command(t, "slow"), func(benchproc.Line) {}, nil)
 	require.NoError(t, err)
+	require.JSONEq(t, `{"addr":"here"}`, string(p.Ready))
 	defer func() {
 		p.Kill()
 		<-p.Done()

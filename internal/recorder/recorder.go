@@ -269,14 +269,7 @@ func (r *Recorder) Check() error {
 // checkIntervals checks overlap and tokens of intervals sorted by sync, start.
 func checkIntervals(ivs []Interval) []error {
 	var errs []error
-	for len(ivs) > 0 {
-		n := 1
-		for n < len(ivs) && ivs[n].Sync == ivs[0].Sync {
-			n++
-		}
-		errs = append(errs, checkSync(ivs[:n])...)
-		ivs = ivs[n:]
-	}
+	perSync(ivs, nil, func(ivs []Interval) { errs = append(errs, checkSync(ivs)...) })
 	return errs
 }
 
@@ -328,17 +321,7 @@ func (o Overlap) Duration() time.Duration {
 // (sharing an instant, End == Start, does not).
 func (r *Recorder) Overlaps(syncs ...string) []Overlap {
 	var out []Overlap
-	ivs := r.Intervals()
-	for len(ivs) > 0 {
-		n := 1
-		for n < len(ivs) && ivs[n].Sync == ivs[0].Sync {
-			n++
-		}
-		if len(syncs) == 0 || slices.Contains(syncs, ivs[0].Sync) {
-			out = append(out, overlaps(ivs[:n])...)
-		}
-		ivs = ivs[n:]
-	}
+	perSync(r.Intervals(), syncs, func(ivs []Interval) { out = append(out, overlaps(ivs)...) })
 	return out
 }
 
@@ -392,18 +375,23 @@ func (g Gap) Duration() time.Duration { return time.Duration(g.End - g.Start) }
 // else of the syncs named. Adjacent intervals (End == Start) leave no gap.
 func (r *Recorder) Gaps(syncs ...string) []Gap {
 	var out []Gap
-	ivs := r.Intervals()
+	perSync(r.Intervals(), syncs, func(ivs []Interval) { out = append(out, gaps(ivs)...) })
+	return out
+}
+
+// perSync calls f with the intervals of each sync in turn (ivs sorted by
+// sync, then start), only of the syncs named when any are.
+func perSync(ivs []Interval, syncs []string, f func([]Interval)) {
 	for len(ivs) > 0 {
 		n := 1
 		for n < len(ivs) && ivs[n].Sync == ivs[0].Sync {
 			n++
 		}
 		if len(syncs) == 0 || slices.Contains(syncs, ivs[0].Sync) {
-			out = append(out, gaps(ivs[:n])...)
+			f(ivs[:n])
 		}
 		ivs = ivs[n:]
 	}
-	return out
 }
 
 func gaps(ivs []Interval) []Gap {
