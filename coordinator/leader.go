@@ -155,11 +155,9 @@ type term struct {
 	guard clientv3.Cmp // the election key: every write of the term is guarded by it
 	calls *balancerCalls
 
-	timer      *time.Timer // fires for the next round
-	dirtySince time.Time   // first change not yet rebalanced
-	settle     time.Duration
-	maxWait    time.Duration
-	failures   wait.Backoff // delays the round after a failed one
+	timer    *time.Timer // fires for the next round
+	pace     pacer
+	failures wait.Backoff // delays the round after a failed one
 	// again: owners differ from targets, so owner events trigger rounds
 	// (Throttle goes on once the moves land).
 	again bool
@@ -169,9 +167,12 @@ func newTerm(c *Coordinator, lctx context.Context, guard clientv3.Cmp, calls *ba
 	ctx, end := context.WithCancelCause(lctx)
 	t := &term{
 		c: c, ctx: ctx, end: end, guard: guard, calls: calls,
-		timer:    time.NewTimer(time.Hour),
-		settle:   c.o.settle,
-		maxWait:  max(10*c.o.settle, time.Second),
+		timer: time.NewTimer(time.Hour),
+		pace: pacer{
+			settle:  c.o.settle,
+			maxWait: max(10*c.o.settle, time.Second),
+			leading: !c.o.noLeadingEdge,
+		},
 		failures: wait.Backoff{Min: time.Second, Max: 30 * time.Second},
 	}
 	t.timer.Stop()
@@ -183,14 +184,9 @@ func (t *term) stop() {
 	t.end(nil)
 }
 
-// schedule asks for a round after d of quiet, but never later than maxWait
-// after the first change not yet rebalanced, so churn cannot starve it.
-func (t *term) schedule(d time.Duration) {
-	now := time.Now()
-	if t.dirtySince.IsZero() {
-		t.dirtySince = now
-	}
-	t.timer.Reset(min(d, time.Until(t.dirtySince.Add(t.maxWait))))
+// changed schedules the round that plans a change (see pacer).
+func (t *term) changed(coalesce bool) {
+	t.timer.Reset(t.pace.change(time.Now(), coalesce))
 }
 
 // follow keeps v current from rev+1 with watches on members, syncs,
@@ -199,7 +195,7 @@ func (t *term) schedule(d time.Duration) {
 func (t *term) follow(v *view, rev int64) (progress bool) {
 	c := t.c
 	c.reportInvalid(v)
-	t.schedule(t.settle)
+	t.timer.Reset(t.pace.after(time.Now(), t.pace.settle))
 	t.again = false
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(t.ctx))
 	defer cancel()
@@ -212,7 +208,7 @@ func (t *term) follow(v *view, rev int64) (progress bool) {
 		var wr clientv3.WatchResponse
 		var ok bool
 		var apply func(keys.Layout, *mvccpb.KeyValue, mvccpb.Event_EventType)
-		trigger := true
+		trigger, coalesce := true, false
 		select {
 		case <-t.ctx.Done():
 			return progress
@@ -222,7 +218,15 @@ func (t *term) follow(v *view, rev int64) (progress bool) {
 			}
 			continue
 		case wr, ok = <-mch:
-			apply = v.applyMember
+			// A member's successor marker changes no plan; the departure
+			// of a member whose successor waits is coalesced with the
+			// registration that follows it.
+			trigger = false
+			apply = func(k keys.Layout, kv *mvccpb.KeyValue, ev mvccpb.Event_EventType) {
+				member, awaited := v.applyMember(k, kv, ev)
+				trigger = trigger || member
+				coalesce = coalesce || awaited
+			}
 		case wr, ok = <-sch:
 			apply = v.applySync
 		case wr, ok = <-tch:
@@ -247,7 +251,7 @@ func (t *term) follow(v *view, rev int64) (progress bool) {
 			apply(c.keys, ev.Kv, ev.Type)
 		}
 		if trigger {
-			t.schedule(t.settle)
+			t.changed(coalesce)
 		}
 	}
 }
@@ -257,8 +261,8 @@ func (t *term) follow(v *view, rev int64) (progress bool) {
 // leadership lost ends the term, and round returns false.
 func (t *term) round(v *view) bool {
 	c := t.c
-	t.dirtySince = time.Time{}
 	changed, err := c.rebalance(t.ctx, t.guard, v, t.calls)
+	t.pace.roundDone(time.Now())
 	switch {
 	case errors.Is(err, errNotLeader):
 		t.end(err)
@@ -268,7 +272,7 @@ func (t *term) round(v *view) bool {
 		d := t.failures.Next()
 		c.log.Warn("rebalance failed; previous targets stand", "error", err, "retry_in", d)
 		c.reportPlanError(t.ctx, t.guard, v, err)
-		t.schedule(d)
+		t.timer.Reset(t.pace.after(time.Now(), d))
 	default:
 		t.failures.Reset()
 		c.clearPlanError(t.ctx, t.guard, v)

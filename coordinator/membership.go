@@ -58,14 +58,17 @@ func (c *Coordinator) giveBackCtx(ttl time.Duration) (context.Context, context.C
 // It returns false with no error when the session was lost while waiting.
 func (c *Coordinator) registerMember(ctx context.Context, s *session, draining bool) (bool, error) {
 	key := c.keys.Member(c.o.memberID)
+	next := c.keys.Successor(c.o.memberID)
 	val := c.memberValue(draining)
 	for {
 		// An absent key's lease compares as 0. The request is bounded by
 		// the TTL: a rejoin runs on the client's context, with no deadline.
+		// The successor marker (ours, or a rival's for the same ID) goes
+		// with the registration.
 		tctx, tcancel := context.WithTimeout(ctx, c.o.ttl)
 		resp, err := c.cli.Txn(tctx).
 			If(clientv3.Compare(clientv3.LeaseValue(key), "=", 0)).
-			Then(clientv3.OpPut(key, val, clientv3.WithLease(s.id))).
+			Then(clientv3.OpPut(key, val, clientv3.WithLease(s.id)), clientv3.OpDelete(next)).
 			Else(clientv3.OpGet(key)).Commit()
 		tcancel()
 		if err != nil {
@@ -84,6 +87,17 @@ func (c *Coordinator) registerMember(ctx context.Context, s *session, draining b
 			holder = kvs[0].Lease
 		}
 		c.log.Warn("member ID held by another session; waiting for it to end", "holder_lease", fmt.Sprintf("%x", holder))
+		// Tell the leader a successor waits, so that the holder's
+		// departure is not planned before this registration follows it
+		// (which would move the member's syncs away and back). Best
+		// effort: without the marker the departure is planned at once,
+		// and the syncs come back with the registration. The marker
+		// lives on this session's lease.
+		mctx, mcancel := context.WithTimeout(ctx, c.o.ttl)
+		if _, err := c.cli.Put(mctx, next, c.o.memberID, clientv3.WithLease(s.id)); err != nil {
+			c.log.Warn("could not mark this member as a successor", "error", err)
+		}
+		mcancel()
 		// Deleted, or the watch broke: look again.
 		_ = wait.Deleted(ctx, c.cli, key, resp.Header.Revision+1, s.AtRisk())
 		switch {

@@ -33,6 +33,7 @@ type options struct {
 	ttl           time.Duration
 	balancer      rebalance.Balancer
 	settle        time.Duration
+	noLeadingEdge bool
 	revokeTimeout time.Duration
 	logger        *slog.Logger
 	registerer    prometheus.Registerer
@@ -84,8 +85,21 @@ func WithTTL(d time.Duration) Option { return func(o *options) { o.ttl = d } }
 func WithBalancer(b rebalance.Balancer) Option { return func(o *options) { o.balancer = b } }
 
 // WithSettle sets how long the leader waits for changes to stop before it
-// rebalances, default 250ms.
+// rebalances, default 250ms. With the leading edge on (the default, see
+// WithLeadingEdge), the first change after Settle of quiet is planned at
+// once, and only the changes that follow it within Settle wait.
 func WithSettle(d time.Duration) Option { return func(o *options) { o.settle = d } }
+
+// WithLeadingEdge turns the leader's leading-edge rebalancing on or off;
+// it is on by default. On, a change after Settle of quiet (a join, a
+// drain, a crash, a sync added) is planned at once, and changes within
+// Settle of it are coalesced into one more round. Off, every change waits
+// for Settle of quiet first: a burst of changes spread over less than
+// Settle then costs one round instead of two, for Settle more of delay on
+// every change. Either way the first round of a new leader waits Settle,
+// and a member that restarts with its member ID within the TTL gets its
+// syncs back without a move.
+func WithLeadingEdge(on bool) Option { return func(o *options) { o.noLeadingEdge = !on } }
 
 // WithRevokeTimeout sets OnRevoke's budget when the lease is at risk,
 // default TTL/4; must be less than TTL/2.
@@ -168,6 +182,7 @@ func memberlessOptions(caller string, opts []Option) (options, error) {
 		"WithTTL":           o.ttl != d.ttl,
 		"WithBalancer":      o.balancer != nil,
 		"WithSettle":        o.settle != d.settle,
+		"WithLeadingEdge":   o.noLeadingEdge,
 		"WithRevokeTimeout": o.revokeTimeout != d.revokeTimeout,
 		"WithMetrics":       o.registerer != nil,
 	} {

@@ -37,6 +37,8 @@ type view struct {
 	// revision: a departed member's target is dropped only while its key
 	// is still exactly that one.
 	ignored map[string]int64
+	// successors: member IDs a process waits to register as (keys.Successor).
+	successors map[string]bool
 
 	// planError is what status/leader says about the last round (empty:
 	// nothing wrong), so that a successful round clears it, and only when
@@ -59,6 +61,8 @@ func newView() *view {
 		targets: map[string]*targetKeys{},
 		owners:  map[string]owner{},
 		ignored: map[string]int64{},
+
+		successors: map[string]bool{},
 	}
 }
 
@@ -95,23 +99,36 @@ func loadView(ctx context.Context, cli *clientv3.Client, k keys.Layout) (*view, 
 	return v, resp.Header.Revision, nil
 }
 
-func (v *view) applyMember(k keys.Layout, kv *mvccpb.KeyValue, ev mvccpb.Event_EventType) {
+// applyMember applies an event under the member prefix. It reports whether
+// the event was a member key's (a change the plan must follow), and
+// whether it deleted the key of a member whose successor waits to register
+// (a restart within the TTL, which the registration follows at once).
+func (v *view) applyMember(k keys.Layout, kv *mvccpb.KeyValue, ev mvccpb.Event_EventType) (member, awaited bool) {
+	if id, ok := k.SuccessorID(string(kv.Key)); ok {
+		if ev == mvccpb.DELETE {
+			delete(v.successors, id)
+		} else {
+			v.successors[id] = true
+		}
+		return false, false
+	}
 	id, ok := keys.ID(k.Members(), string(kv.Key))
 	if !ok {
-		return
+		return false, false
 	}
 	delete(v.members, id)
 	delete(v.ignored, id)
 	if ev == mvccpb.DELETE {
-		return
+		return true, v.successors[id]
 	}
 	// Only a key held by a lease is a member: one written by hand without
 	// a lease would never expire, and the syncs given to it never run.
 	if m, err := decodeMember(id, kv.Value); err == nil && kv.Lease != 0 {
 		v.members[id] = m
-		return
+		return true, false
 	}
 	v.ignored[id] = kv.ModRevision
+	return true, false
 }
 
 func (v *view) applySync(k keys.Layout, kv *mvccpb.KeyValue, ev mvccpb.Event_EventType) {

@@ -101,6 +101,24 @@ func (l Layout) Members() string { return l.root + "members/" }
 // Member is the key of member id.
 func (l Layout) Member(id string) string { return l.Members() + id }
 
+// Successor is the key a process writes, with its own lease, while it waits
+// to register as member id (the ID is still held by an older session of
+// it, a restart within the TTL). It sits under the member prefix, where the
+// leader watches, yet never reads as a member key: "<id>/successor" is no
+// valid ID.
+func (l Layout) Successor(id string) string { return l.Member(id) + successorSuffix }
+
+const successorSuffix = "/successor"
+
+// SuccessorID returns the member ID of a successor key.
+func (l Layout) SuccessorID(key string) (string, bool) {
+	id, ok := strings.CutSuffix(key, successorSuffix)
+	if !ok {
+		return "", false
+	}
+	return ID(l.Members(), id)
+}
+
 // Election is the prefix concurrency.Election campaigns under.
 func (l Layout) Election() string { return l.root + "election" }
 
