@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,6 +49,9 @@ type batonSystem struct {
 	env    *etcdEnv
 	ttl    time.Duration
 	settle time.Duration
+	// trailing turns the leader's leading edge off (coordinator.WithLeadingEdge):
+	// every change waits Settle, as before leading-edge rebalancing.
+	trailing bool
 	// reg collects every member's Baton metrics (labelled by group and
 	// member), to count rebalance rounds.
 	reg *prometheus.Registry
@@ -57,7 +61,15 @@ func newBatonSystem(env *etcdEnv, ttl, settle time.Duration) *batonSystem {
 	return &batonSystem{env: env, ttl: ttl, settle: settle, reg: prometheus.NewRegistry()}
 }
 
-func (s *batonSystem) name() string { return "baton" }
+func (s *batonSystem) name() string {
+	if s.trailing {
+		return "baton-trailing"
+	}
+	return "baton"
+}
+
+// isBaton tells Baton's systems (baton, baton-trailing) from the others.
+func isBaton(system string) bool { return strings.HasPrefix(system, "baton") }
 
 type batonMember struct {
 	mid string
@@ -72,7 +84,7 @@ func (s *batonSystem) join(ctx context.Context, group, id string, tr reporter) (
 	if err != nil {
 		return nil, err
 	}
-	co, err := newBatonCoordinator(cli, group, id, s.ttl, s.settle, s.reg, tr)
+	co, err := newBatonCoordinator(cli, group, id, s.ttl, s.settle, s.reg, tr, coordinator.WithLeadingEdge(!s.trailing))
 	if err != nil {
 		cli.Close()
 		return nil, err
@@ -87,7 +99,7 @@ func (s *batonSystem) join(ctx context.Context, group, id string, tr reporter) (
 // newBatonCoordinator builds a member whose handler does no work of its
 // own: OnAssign and OnRevoke only report to tr, so the
 // figures are Baton's alone.
-func newBatonCoordinator(cli *clientv3.Client, group, id string, ttl, settle time.Duration, reg prometheus.Registerer, tr reporter) (*coordinator.Coordinator, error) {
+func newBatonCoordinator(cli *clientv3.Client, group, id string, ttl, settle time.Duration, reg prometheus.Registerer, tr reporter, extra ...coordinator.Option) (*coordinator.Coordinator, error) {
 	h := coordinator.HandlerFuncs{
 		Assign: func(_ context.Context, c *assignment.Claim) error {
 			tr.assign(id, c.ID(), c.Token())
@@ -105,7 +117,7 @@ func newBatonCoordinator(cli *clientv3.Client, group, id string, ttl, settle tim
 	if reg != nil {
 		opts = append(opts, coordinator.WithMetrics(reg))
 	}
-	return coordinator.New(cli, group, h, opts...)
+	return coordinator.New(cli, group, h, append(opts, extra...)...)
 }
 
 func (m *batonMember) id() string                      { return m.mid }

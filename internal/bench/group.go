@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -22,6 +23,35 @@ type groupRun struct {
 	all    []member          // every member ever joined, for traffic totals
 	live   map[string]member // not crashed, not left
 	active map[string]bool   // live and not draining: who should run syncs
+	// runs counts the processes started with each member ID. The tracker
+	// knows a member by its process: the second process of m00 reports
+	// as m00#2, so that the first one's late events (a crashed process
+	// is dead to the tracker) never pass for the second's.
+	runs map[string]int
+}
+
+// incarnation is a member reported to the tracker under the name of its
+// process (see groupRun.runs).
+type incarnation struct {
+	member
+	name string
+}
+
+func (m incarnation) id() string { return m.name }
+
+// renamed reports to a tracker under another member name.
+type renamed struct {
+	reporter
+	name string
+}
+
+func (r renamed) assign(_, sync string, token int64) { r.reporter.assign(r.name, sync, token) }
+func (r renamed) revoke(_, sync string, token int64) { r.reporter.revoke(r.name, sync, token) }
+
+// memberOf is the member ID of a tracker name.
+func memberOf(name string) string {
+	id, _, _ := strings.Cut(name, "#")
+	return id
 }
 
 func (b *bench) newGroup(ctx context.Context, sys system, label string, nSyncs int) (*groupRun, error) {
@@ -31,6 +61,7 @@ func (b *bench) newGroup(ctx context.Context, sys system, label string, nSyncs i
 		group:  fmt.Sprintf("%s-%s-%d", label, sys.name(), b.seq),
 		live:   map[string]member{},
 		active: map[string]bool{},
+		runs:   map[string]int{},
 	}
 	if err := b.env.putSyncs(ctx, g.group, nSyncs); err != nil {
 		return nil, err
@@ -53,19 +84,29 @@ func (g *groupRun) join(ctx context.Context, ids ...string) error {
 	var mu sync.Mutex
 	var errs []error
 	for _, id := range ids {
+		g.runs[id]++
+		name := id
+		var rep reporter = g.tr
+		if n := g.runs[id]; n > 1 {
+			name = fmt.Sprintf("%s#%d", id, n)
+			rep = renamed{g.tr, name}
+		}
 		wg.Go(func() {
 			jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			m, err := g.sys.join(jctx, g.group, id, g.tr)
+			m, err := g.sys.join(jctx, g.group, id, rep)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
 				errs = append(errs, err)
 				return
 			}
+			if name != id {
+				m = incarnation{m, name}
+			}
 			g.all = append(g.all, m)
-			g.live[id] = m
-			g.active[id] = true
+			g.live[name] = m
+			g.active[name] = true
 		})
 	}
 	wg.Wait()

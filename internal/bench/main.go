@@ -90,6 +90,8 @@ type config struct {
 	FailoverTTLs   []time.Duration `json:"failover_ttls"`
 	FailoverReps   int             `json:"failover_reps"`
 	FailoverLeader bool            `json:"failover_leader"`
+	Rolling        shape           `json:"rolling"`
+	RollingTTL     time.Duration   `json:"rolling_ttl"`
 	Cold           []shape         `json:"cold"`
 	ColdReps       int             `json:"cold_reps"`
 	Steady         time.Duration   `json:"steady"`
@@ -129,7 +131,9 @@ func (b *bench) system(name string, ttl time.Duration) system {
 	if name == "baseline" {
 		return &baselineSystem{env: b.env, ttl: ttl, inflight: b.cfg.Inflight}
 	}
-	return newBatonSystem(b.env, ttl, b.cfg.Settle)
+	s := newBatonSystem(b.env, ttl, b.cfg.Settle)
+	s.trailing = name == "baton-trailing"
+	return s
 }
 
 func main() {
@@ -180,13 +184,15 @@ func parseFlags() (config, string, error) {
 	fsync := flag.Bool("fsync", true, "embedded etcd fsyncs its WAL and database (off: WithUnsafeNoFsync)")
 	etcdProcess := flag.Bool("etcd-process", false, "run the embedded etcd in its own process rather than in the members' process")
 	jsonPath := flag.String("json", "", "write every measurement to this JSON file")
-	systems := flag.String("systems", "baton,baseline", "systems to run: baton, baseline")
-	scenarios := flag.String("scenarios", "handoff,failover,cold,memory", "scenarios to run: handoff, failover, cold (with steady state), memory, plan (the leader alone, not by default), peers (Baton beside Kafka groups and dskit's ring, every member its own process; not by default)")
+	systems := flag.String("systems", "baton,baseline", "systems to run: baton, baton-trailing (Baton with its leading edge off: every change waits Settle), baseline")
+	scenarios := flag.String("scenarios", "handoff,failover,cold,memory", "scenarios to run: handoff, failover, cold (with steady state), memory, rolling (rolling restarts with stable member IDs; Baton's systems only), plan (the leader alone, not by default), peers (Baton beside Kafka groups and dskit's ring, every member its own process; not by default)")
 	ttl := flag.Duration("ttl", coordinator.DefaultTTL, "lease TTL outside the failover scenario")
 	settle := flag.Duration("settle", coordinator.DefaultSettle, "Baton's settle")
 	reps := flag.Int("reps", 3, "repetitions of the handoff scenario")
 	handoff := flag.String("handoff", "1000x10", "handoff group: SYNCSxMEMBERS (one member joins, then drains)")
 	failover := flag.String("failover", "1000x10", "failover group: SYNCSxMEMBERS")
+	rolling := flag.String("rolling", "1000x10", "rolling group: SYNCSxMEMBERS (every member restarts in turn with its member ID)")
+	rollingTTL := flag.Duration("rolling-ttl", 2*time.Second, "lease TTL of the rolling scenario (a crashed member's restart waits for it)")
 	failoverTTLs := flag.String("failover-ttls", "2s,5s", "lease TTLs for the failover scenario")
 	failoverReps := flag.Int("failover-reps", 3, "crashes per TTL")
 	failoverLeader := flag.Bool("failover-leader", true, "Baton: also crash the leader in each repetition")
@@ -217,7 +223,7 @@ func parseFlags() (config, string, error) {
 	}
 	for _, s := range strings.Split(*systems, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "baton", "baseline":
+		case "baton", "baton-trailing", "baseline":
 			cfg.Systems = append(cfg.Systems, s)
 		case "":
 		default:
@@ -226,7 +232,7 @@ func parseFlags() (config, string, error) {
 	}
 	for _, s := range strings.Split(*scenarios, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "handoff", "failover", "cold", "memory", "plan", "peers":
+		case "handoff", "failover", "cold", "memory", "rolling", "plan", "peers":
 			cfg.Scenarios = append(cfg.Scenarios, s)
 		case "":
 		default:
@@ -269,6 +275,12 @@ func parseFlags() (config, string, error) {
 	if cfg.Failover, err = parseShape(*failover); err != nil {
 		return cfg, "", err
 	}
+	if cfg.Rolling, err = parseShape(*rolling); err != nil {
+		return cfg, "", err
+	}
+	if cfg.RollingTTL = *rollingTTL; cfg.RollingTTL < coordinator.MinTTL || cfg.RollingTTL%time.Second != 0 {
+		return cfg, "", fmt.Errorf("-rolling-ttl %v: want whole seconds ≥ 1s", cfg.RollingTTL)
+	}
 	if cfg.Cold, err = parseShapes(*cold); err != nil {
 		return cfg, "", err
 	}
@@ -303,6 +315,7 @@ type results struct {
 	Took     string                   `json:"took"`
 	Handoff  map[string]handoffPair   `json:"handoff,omitempty"`
 	Failover map[string][]failoverRun `json:"failover,omitempty"`
+	Rolling  map[string][]rollingRun  `json:"rolling,omitempty"`
 	Cold     map[string][]coldRun     `json:"cold,omitempty"`
 	Steady   map[string]*steadyRun    `json:"steady,omitempty"`
 	Memory   []memStat                `json:"memory,omitempty"`
@@ -346,7 +359,7 @@ func run(ctx context.Context, cfg config, jsonPath string) error {
 	b := &bench{env: env, cfg: cfg, checks: map[string]string{}}
 	res := &results{
 		Machine: machineInfo(), Command: strings.Join(os.Args, " "), Config: cfg, Started: start,
-		Handoff: map[string]handoffPair{}, Failover: map[string][]failoverRun{},
+		Handoff: map[string]handoffPair{}, Failover: map[string][]failoverRun{}, Rolling: map[string][]rollingRun{},
 		Cold: map[string][]coldRun{}, Steady: map[string]*steadyRun{}, Checks: map[string]string{},
 	}
 	b.logf("etcd at %v (fsync %v); systems %v; scenarios %v", env.endpoints, cfg.Fsync, cfg.Systems, cfg.Scenarios)
@@ -376,6 +389,13 @@ func run(ctx context.Context, cfg config, jsonPath string) error {
 				return err
 			}
 			res.Failover[sysName] = f
+		}
+		if has("rolling") && isBaton(sysName) {
+			r, err := b.rolling(ctx, b.system(sysName, cfg.RollingTTL))
+			if err != nil {
+				return err
+			}
+			res.Rolling[sysName] = r
 		}
 		if has("cold") {
 			c, s, err := b.cold(ctx, b.system(sysName, cfg.TTL))

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -19,21 +20,23 @@ func (t table) header(title string) {
 	for _, s := range t.systems {
 		fmt.Fprintf(t.w, " %s |", s)
 	}
-	ratio := t.ratio()
-	if ratio {
+	if t.ratio() {
 		fmt.Fprint(t.w, " Baton ÷ baseline |")
 	}
 	fmt.Fprint(t.w, "\n|---|")
 	for range t.systems {
 		fmt.Fprint(t.w, "---:|")
 	}
-	if ratio {
+	if t.ratio() {
 		fmt.Fprint(t.w, "---:|")
 	}
 	fmt.Fprintln(t.w)
 }
 
-func (t table) ratio() bool { return len(t.systems) == 2 && t.systems[0] == "baton" }
+// ratio reports whether the table has Baton's and the baseline's columns.
+func (t table) ratio() bool {
+	return slices.Contains(t.systems, "baton") && slices.Contains(t.systems, "baseline")
+}
 
 // row prints one figure; vals has one value per system (NaN: not measured).
 func (t table) row(name string, vals ...float64) {
@@ -42,7 +45,7 @@ func (t table) row(name string, vals ...float64) {
 		fmt.Fprintf(t.w, " %s |", num(v))
 	}
 	if t.ratio() {
-		fmt.Fprintf(t.w, " %s |", ratio(vals[0], vals[1]))
+		fmt.Fprintf(t.w, " %s |", ratio(vals[slices.Index(t.systems, "baton")], vals[slices.Index(t.systems, "baseline")]))
 	}
 	fmt.Fprintln(t.w)
 }
@@ -190,7 +193,38 @@ func writeTable(w io.Writer, res *results) {
 					}
 					return 0
 				}))...)
+				t.row(fmt.Sprintf("%s: within TTL + 0.6s = %v (runs)", label, ttl+leadingSlack), per(t.systems, runs, sum(func(r failoverRun) float64 {
+					if r.WithinLeading {
+						return 1
+					}
+					return 0
+				}))...)
 			}
+		}
+	}
+
+	if len(res.Rolling) > 0 {
+		rt := table{w: w, systems: slices.DeleteFunc(slices.Clone(c.Systems), func(s string) bool { return !isBaton(s) })}
+		for _, mode := range []string{"restart", "leave"} {
+			runs := map[string][]rollingRun{}
+			for s, rs := range res.Rolling {
+				for _, r := range rs {
+					if r.Mode == mode {
+						runs[s] = append(runs[s], r)
+					}
+				}
+			}
+			what := "each member killed and started again at once with its ID (TTL %v)"
+			if mode == "leave" {
+				what = "each member calls Leave, then starts again with its ID (TTL %v)"
+			}
+			rt.header(fmt.Sprintf("Rolling restart, %v syncs×members: "+what, c.Rolling, c.RollingTTL))
+			rt.row("syncs moved to another member", per(rt.systems, runs, med(func(r rollingRun) float64 { return float64(r.Moves) }))...)
+			rt.row("syncs restarted on their member", per(rt.systems, runs, med(func(r rollingRun) float64 { return float64(r.Returns) }))...)
+			rt.row("plan rounds written", per(rt.systems, runs, med(func(r rollingRun) float64 { return r.Rounds }))...)
+			rt.row("member down → group balanced again, median (ms)", per(rt.systems, runs, med(func(r rollingRun) float64 { return percentile(r.PerMemberMS, 50) }))...)
+			rt.row("whole rolling restart (ms)", per(rt.systems, runs, med(func(r rollingRun) float64 { return r.TookMS }))...)
+			rt.row("etcd writes", per(rt.systems, runs, med(func(r rollingRun) float64 { return float64(r.Cost.Writes) }))...)
 		}
 	}
 
