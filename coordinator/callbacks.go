@@ -79,6 +79,16 @@ func (c *Coordinator) callUpdate(ctx context.Context, cl *assignment.Claim) {
 	c.upd.OnUpdate(context.WithValue(ctx, callbackKey{}, true), cl)
 }
 
+func (c *Coordinator) callPrepare(ctx context.Context, s assignment.Sync) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.log.Error("OnPrepare panicked", "sync", s.ID, "panic", p, "stack", string(debug.Stack()))
+			err = fmt.Errorf("coordinator: OnPrepare panicked: %v", p)
+		}
+	}()
+	return c.prep.OnPrepare(context.WithValue(ctx, callbackKey{}, true), s)
+}
+
 func (c *Coordinator) callRevoke(ctx context.Context, cl *assignment.Claim, why assignment.RevokeReason) {
 	defer func() {
 		if p := recover(); p != nil {

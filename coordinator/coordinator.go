@@ -27,6 +27,7 @@ type Coordinator struct {
 	group string
 	h     Handler
 	upd   Updater
+	prep  Preparer
 	o     options
 	keys  keys.Layout
 	log   *slog.Logger
@@ -118,6 +119,7 @@ func New(cli *clientv3.Client, group string, h Handler, opts ...Option) (*Coordi
 	c.leaveReq, c.requestLeave = context.WithCancel(context.Background())
 	c.leaveOver, c.endLeave = context.WithCancel(context.Background())
 	c.upd, _ = h.(Updater)
+	c.prep, _ = h.(Preparer)
 	return c, nil
 }
 

@@ -84,11 +84,28 @@ type memberRecord struct {
 	Weight   int               `json:"weight"`
 	Labels   map[string]string `json:"labels,omitempty"`
 	Draining bool              `json:"draining,omitempty"`
+	// Prepares: the member's Handler is a Preparer, so a sync that moves
+	// to it waits for its OnPrepare (see Preparer).
+	Prepares bool `json:"prepares,omitempty"`
 }
 
-func encodeMember(m assignment.Member) []byte {
-	b, _ := json.Marshal(memberRecord{Weight: m.Weight, Labels: m.Labels, Draining: m.Draining})
+func encodeMember(m assignment.Member, prepares bool) []byte {
+	b, _ := json.Marshal(memberRecord{Weight: m.Weight, Labels: m.Labels, Draining: m.Draining, Prepares: prepares})
 	return b
+}
+
+// memberPrepares reads the Prepares flag of a member record.
+func memberPrepares(value []byte) bool {
+	var r memberRecord
+	return json.Unmarshal(value, &r) == nil && r.Prepares
+}
+
+// handoffReady is the JSON at handoffs/<owner>/<sync>: member has prepared
+// the sync, for the target of generation (so that an owner never takes a
+// signal left from an earlier move for this one).
+type handoffReady struct {
+	Member     string `json:"member"`
+	Generation int64  `json:"generation"`
 }
 
 // decodeMember reads a member record. Baton always writes a weight ≥ 1, so

@@ -72,6 +72,34 @@ type Updater interface {
 	OnUpdate(ctx context.Context, c *assignment.Claim)
 }
 
+// Preparer is an optional upgrade of Handler for syncs whose start is
+// expensive (opening a replication slot, loading a snapshot, warming a
+// cache): before a sync moves here from another member, OnPrepare runs
+// here while the current owner keeps running the sync, and the owner lets
+// go once OnPrepare has returned, or after the prepare timeout
+// (WithPrepareTimeout), whichever comes first. The sync's gap is then the
+// plain handoff's, not its start-up.
+//
+// Preparing is not owning. OnPrepare gets the sync's spec, not a Claim:
+// there is no token, and no fenced write can be made; another member runs
+// the sync meanwhile. Do read-only work: connect, load, catch up.
+//
+// ctx is cancelled when the prepare is abandoned: the plan moved the sync
+// elsewhere or kept it where it is, this member is leaving or its lease is
+// at risk, or the prepare timeout passed. OnAssign follows OnPrepare once
+// the owner has let go (the claim as usual); it may also come with no
+// OnPrepare before it (a sync placed after a crash, or a new one, or the
+// owner's timeout passed first), and after an OnPrepare that ignored its
+// ctx but has not yet returned. An error from OnPrepare is logged and
+// counted, and the move goes on cold. A sync that moves here from no
+// owner is not prepared: nobody runs it, so it is claimed at once.
+//
+// Only moves to members whose Handler implements Preparer wait; the
+// others hand over exactly as before.
+type Preparer interface {
+	OnPrepare(ctx context.Context, s assignment.Sync) error
+}
+
 // HandlerFuncs implements Handler with functions; a nil field is a no-op.
 type HandlerFuncs struct {
 	Assign func(ctx context.Context, c *assignment.Claim) error

@@ -38,7 +38,7 @@ func newBenchGroup(b *testing.B, nSyncs, nMembers int) *benchGroup {
 	per := make([][]string, nMembers)
 	for i := range nMembers {
 		id := memberID(i)
-		g.members = append(g.members, &mvccpb.KeyValue{Key: []byte(k.Member(id)), Value: encodeMember(assignment.Member{ID: id, Weight: 1})})
+		g.members = append(g.members, &mvccpb.KeyValue{Key: []byte(k.Member(id)), Value: encodeMember(assignment.Member{ID: id, Weight: 1}, false)})
 	}
 	for i := range nSyncs {
 		id := fmt.Sprintf("sync-%06d", i)

@@ -170,7 +170,7 @@ func TestGenerationIsNeverReusedAfterAReload(t *testing.T) {
 	cli, k, sess := l.cli, l.k, l.sess
 	putMember := func(id, zone string) {
 		m := assignment.Member{ID: id, Weight: 1, Labels: map[string]string{"zone": zone}}
-		_, err := cli.Put(ctx, k.Member(id), string(encodeMember(m)), clientv3.WithLease(sess.Lease()))
+		_, err := cli.Put(ctx, k.Member(id), string(encodeMember(m, false)), clientv3.WithLease(sess.Lease()))
 		require.NoError(t, err)
 	}
 	store := NewSyncStore(cli, group)

@@ -3,6 +3,7 @@ package coordinator_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -26,6 +27,7 @@ type simGroup struct {
 	mu      sync.Mutex
 	owner   map[string]string // sync → member running it
 	assigns []simAssign
+	events  map[string][]simEvent // by sync
 }
 
 type simAssign struct {
@@ -55,6 +57,44 @@ func newSimGroup(t *testing.T, syncs int) *simGroup {
 // and returns it once Join returned.
 func (g *simGroup) join(id string, opts ...coordinator.Option) (*coordinator.Coordinator, *clientv3.Client) {
 	g.t.Helper()
+	return g.joinWith(id, nil, opts...)
+}
+
+// simEvent is one callback of a member for a sync, at a virtual instant.
+type simEvent struct {
+	kind, member string
+	at           time.Time
+}
+
+// preparing is a Handler that is also a Preparer.
+type preparing struct {
+	coordinator.HandlerFuncs
+	prepare func(ctx context.Context, s assignment.Sync) error
+}
+
+func (p preparing) OnPrepare(ctx context.Context, s assignment.Sync) error { return p.prepare(ctx, s) }
+
+// event logs a callback of member for sync.
+func (g *simGroup) event(sync, kind, member string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.events == nil {
+		g.events = map[string][]simEvent{}
+	}
+	g.events[sync] = append(g.events[sync], simEvent{kind, member, time.Now()})
+}
+
+// eventsOf are the callbacks logged for sync.
+func (g *simGroup) eventsOf(sync string) []simEvent {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.events[sync])
+}
+
+// joinWith is join with a Handler that is a Preparer when prepare is set
+// (it logs "prepare" before and "prepared" after calling it).
+func (g *simGroup) joinWith(id string, prepare func(ctx context.Context, s assignment.Sync) error, opts ...coordinator.Option) (*coordinator.Coordinator, *clientv3.Client) {
+	g.t.Helper()
 	cli := g.srv.Connect().Client()
 	h := coordinator.HandlerFuncs{
 		Assign: func(_ context.Context, c *assignment.Claim) error {
@@ -65,16 +105,30 @@ func (g *simGroup) join(id string, opts ...coordinator.Option) (*coordinator.Coo
 			}
 			g.owner[c.Sync().ID] = id
 			g.assigns = append(g.assigns, simAssign{c.Sync().ID, id, time.Now()})
+			if g.events == nil {
+				g.events = map[string][]simEvent{}
+			}
+			g.events[c.Sync().ID] = append(g.events[c.Sync().ID], simEvent{"assign", id, time.Now()})
 			return nil
 		},
 		Revoke: func(_ context.Context, c *assignment.Claim, _ assignment.RevokeReason) {
 			g.mu.Lock()
 			defer g.mu.Unlock()
 			delete(g.owner, c.Sync().ID)
+			g.events[c.Sync().ID] = append(g.events[c.Sync().ID], simEvent{"revoke", id, time.Now()})
 		},
 	}
+	var handler coordinator.Handler = h
+	if prepare != nil {
+		handler = preparing{h, func(ctx context.Context, s assignment.Sync) error {
+			g.event(s.ID, "prepare", id)
+			err := prepare(ctx, s)
+			g.event(s.ID, "prepared", id)
+			return err
+		}}
+	}
 	base := []coordinator.Option{coordinator.WithMemberID(id), coordinator.WithTTL(2 * time.Second), coordinator.WithSettle(2 * time.Second)}
-	co, err := coordinator.New(cli, "g", h, append(base, opts...)...)
+	co, err := coordinator.New(cli, "g", handler, append(base, opts...)...)
 	if err != nil {
 		g.t.Fatal(err)
 	}

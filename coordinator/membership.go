@@ -111,7 +111,7 @@ func (c *Coordinator) registerMember(ctx context.Context, s *session, draining b
 
 // memberValue is what members/<id> holds for this member.
 func (c *Coordinator) memberValue(draining bool) string {
-	return string(encodeMember(assignment.Member{ID: c.o.memberID, Weight: c.o.weight, Labels: c.o.labels, Draining: draining}))
+	return string(encodeMember(assignment.Member{ID: c.o.memberID, Weight: c.o.weight, Labels: c.o.labels, Draining: draining}, c.prep != nil))
 }
 
 // keepMember makes members/<self> say what this member is, given the key as

@@ -34,6 +34,7 @@ type metrics struct {
 	etcdErrors     *prometheus.CounterVec
 	callbackErrors *prometheus.CounterVec
 	orphanKeys     prometheus.Counter
+	prepares       *prometheus.CounterVec
 
 	// deadline is the ownership deadline after the last lease renewal, in
 	// Unix nanoseconds (0 before the first). The margin is computed at
@@ -47,7 +48,8 @@ type metrics struct {
 // before the first event.
 var (
 	balancerErrorKinds = []string{"error", "panic", "timeout", "fallback", "invalid-plan"}
-	callbackNames      = []string{"assign", "update", "revoke", "run"}
+	callbackNames      = []string{"assign", "update", "revoke", "run", "prepare"}
+	prepareOutcomes    = []string{"ready", "failed", "abandoned", "awaited", "timeout"}
 )
 
 func newMetrics(r prometheus.Registerer, group, member string) (*metrics, error) {
@@ -74,6 +76,7 @@ func newMetrics(r prometheus.Registerer, group, member string) (*metrics, error)
 		etcdErrors:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baton_etcd_request_errors_total", Help: "Failed etcd requests by operation."}, []string{"op"}),
 		callbackErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baton_callback_errors_total", Help: "Handler callbacks (and Runner functions) that returned an error or panicked."}, []string{"callback"}),
 		orphanKeys:     prometheus.NewCounter(prometheus.CounterOpts{Name: "baton_orphan_owner_keys_total", Help: "Owner keys found on this member's lease with no sync running (a claim applied although its answer was lost), each then adopted or released."}),
+		prepares:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baton_prepares_total", Help: "Prepared handoffs by outcome. On the member a sync moves to: ready (OnPrepare returned, the owner was told), failed (OnPrepare returned an error or panicked; the owner was told, the move goes on cold), abandoned (the plan changed, the owner let go first, or the member is leaving or at risk). On the owner: awaited (it let go once the new member was ready), timeout (it let go after the prepare timeout)."}, []string{"outcome"}),
 		marginDesc: prometheus.NewDesc("baton_lease_deadline_margin_seconds",
 			"Time left until this member's ownership deadline (send time of the last lease renewal + TTL - 5%); shrinks while renewals fail, absent once the deadline has passed.", nil, nil),
 	}
@@ -86,6 +89,9 @@ func newMetrics(r prometheus.Registerer, group, member string) (*metrics, error)
 	}
 	for _, cb := range callbackNames {
 		m.callbackErrors.WithLabelValues(cb)
+	}
+	for _, o := range prepareOutcomes {
+		m.prepares.WithLabelValues(o)
 	}
 	if err := r.Register(m); err != nil {
 		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
@@ -101,7 +107,7 @@ func newMetrics(r prometheus.Registerer, group, member string) (*metrics, error)
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.leader, m.members, m.owned, m.rebalances, m.rebalanceTime, m.generation, m.moves,
 		m.handoffGap, m.claimWait, m.revokes, m.revokeOverruns, m.invalidSpecs, m.unassignable,
-		m.balancerErrors, m.etcdErrors, m.callbackErrors, m.orphanKeys}
+		m.balancerErrors, m.etcdErrors, m.callbackErrors, m.orphanKeys, m.prepares}
 }
 
 // Describe implements prometheus.Collector.
@@ -216,5 +222,11 @@ func (m *metrics) callbackError(cb string) {
 func (m *metrics) orphans(n int) {
 	if m != nil {
 		m.orphanKeys.Add(float64(n))
+	}
+}
+
+func (m *metrics) prepared(outcome string) {
+	if m != nil {
+		m.prepares.WithLabelValues(outcome).Inc()
 	}
 }

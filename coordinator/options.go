@@ -34,6 +34,7 @@ type options struct {
 	balancer      rebalance.Balancer
 	settle        time.Duration
 	noLeadingEdge bool
+	prepare       time.Duration
 	revokeTimeout time.Duration
 	logger        *slog.Logger
 	registerer    prometheus.Registerer
@@ -48,15 +49,18 @@ const (
 	MinTTL = time.Second
 	// DefaultSettle is how long the leader waits for changes to stop.
 	DefaultSettle = 250 * time.Millisecond
+	// DefaultPrepareTimeout bounds a prepared handoff (see Preparer).
+	DefaultPrepareTimeout = 10 * time.Second
 )
 
 func defaultOptions() options {
 	return options{
-		prefix: DefaultPrefix,
-		weight: 1,
-		ttl:    DefaultTTL,
-		settle: DefaultSettle,
-		logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		prefix:  DefaultPrefix,
+		weight:  1,
+		ttl:     DefaultTTL,
+		settle:  DefaultSettle,
+		prepare: DefaultPrepareTimeout,
+		logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 }
 
@@ -100,6 +104,14 @@ func WithSettle(d time.Duration) Option { return func(o *options) { o.settle = d
 // and a member that restarts with its member ID within the TTL gets its
 // syncs back without a move.
 func WithLeadingEdge(on bool) Option { return func(o *options) { o.noLeadingEdge = !on } }
+
+// WithPrepareTimeout bounds a prepared handoff (see Preparer), default
+// 10s: the owner of a sync that moves to a member whose Handler is a
+// Preparer lets go once that member's OnPrepare has returned, or this long
+// after it learned of the move, whichever comes first; and the member's
+// OnPrepare gets a ctx that ends this long after it started. It must be
+// positive. The owner's setting decides when it lets go.
+func WithPrepareTimeout(d time.Duration) Option { return func(o *options) { o.prepare = d } }
 
 // WithRevokeTimeout sets OnRevoke's budget when the lease is at risk,
 // default TTL/4; must be less than TTL/2.
@@ -156,6 +168,9 @@ func (o *options) validateMember() error {
 	if o.settle < 0 {
 		errs = append(errs, fmt.Errorf("coordinator: WithSettle(%v): must not be negative", o.settle))
 	}
+	if o.prepare <= 0 {
+		errs = append(errs, fmt.Errorf("coordinator: WithPrepareTimeout(%v): must be positive", o.prepare))
+	}
 	if o.revokeTimeout < 0 {
 		errs = append(errs, fmt.Errorf("coordinator: WithRevokeTimeout(%v): must not be negative", o.revokeTimeout))
 	} else if o.revokeTimeout != 0 && o.revokeTimeout >= o.ttl/2 {
@@ -176,15 +191,16 @@ func memberlessOptions(caller string, opts []Option) (options, error) {
 	d := defaultOptions()
 	var unusable []string
 	for name, set := range map[string]bool{
-		"WithMemberID":      o.memberID != d.memberID,
-		"WithWeight":        o.weight != d.weight,
-		"WithLabels":        o.labels != nil,
-		"WithTTL":           o.ttl != d.ttl,
-		"WithBalancer":      o.balancer != nil,
-		"WithSettle":        o.settle != d.settle,
-		"WithLeadingEdge":   o.noLeadingEdge,
-		"WithRevokeTimeout": o.revokeTimeout != d.revokeTimeout,
-		"WithMetrics":       o.registerer != nil,
+		"WithMemberID":       o.memberID != d.memberID,
+		"WithWeight":         o.weight != d.weight,
+		"WithLabels":         o.labels != nil,
+		"WithTTL":            o.ttl != d.ttl,
+		"WithBalancer":       o.balancer != nil,
+		"WithSettle":         o.settle != d.settle,
+		"WithLeadingEdge":    o.noLeadingEdge,
+		"WithPrepareTimeout": o.prepare != d.prepare,
+		"WithRevokeTimeout":  o.revokeTimeout != d.revokeTimeout,
+		"WithMetrics":        o.registerer != nil,
 	} {
 		if set {
 			unusable = append(unusable, name)

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"time"
@@ -38,6 +39,12 @@ type actor struct {
 	failure error                   // reported by a Runner's run function
 	since   time.Time               // when want last became true
 	kick    chan struct{}           // capacity 1: "look at your fields again"
+	// A prepared handoff: once want is false, the sync goes to handoffTo
+	// (a Preparer), announced by the target of generation handoffGen,
+	// seen at leftAt. Empty while none is announced.
+	handoffTo  string
+	handoffGen int64
+	leftAt     time.Time
 }
 
 // actorRun is what an actor's goroutine carries from one step to the next;
@@ -53,6 +60,11 @@ type actorRun struct {
 	// releasedAt is when the previous holder's release was seen, for the
 	// handoff metric; zero when the claim followed no release.
 	releasedAt time.Time
+	// preparedFor is the actor's since when OnPrepare last ran for it (a
+	// sync is prepared once each time it becomes wanted here); preparing
+	// is closed once that OnPrepare has returned.
+	preparedFor time.Time
+	preparing   chan struct{}
 }
 
 // runActor drives one sync through the steps above until it is neither
@@ -114,7 +126,7 @@ func (w *worker) actorStep(r *actorRun) bool {
 	case res.syncErr != nil:
 		w.markGone(a, res)
 	case res.taken:
-		w.awaitHolder(r)
+		w.awaitHolder(r, w.startPrepare(r, res, since))
 	default:
 		wait.SleepOrWake(w.ctx, retryMin, a.kick)
 	}
@@ -180,9 +192,10 @@ func (w *worker) ownClaimed(r *actorRun, res *claimResult, since time.Time) bool
 
 // awaitHolder waits for the sync's holder to let go (waitRelease) and
 // keeps the claim it then made, if any.
-func (w *worker) awaitHolder(r *actorRun) {
+func (w *worker) awaitHolder(r *actorRun, p *preparation) {
+	defer p.stop()
 	r.releasedAt = time.Time{}
-	next, released, err := w.waitRelease(r.a)
+	next, released, err := w.waitRelease(r.a, p)
 	switch {
 	case err != nil:
 		r.held = &claimResult{unknown: true}
@@ -203,8 +216,9 @@ type claimResult struct {
 	// adopted).
 	held bool
 	// taken: another session holds owners/<sync> (token is its).
-	taken bool
-	token int64 // create revision of the owner key
+	taken  bool
+	token  int64  // create revision of the owner key
+	holder string // the member ID in the owner key, when taken
 
 	sync    assignment.Sync
 	syncErr error // the sync is gone or its spec cannot be read
@@ -268,7 +282,7 @@ func (w *worker) claim(ids []string) (map[string]*claimResult, error) {
 			r.held, r.token = true, ownerKVs[0].CreateRevision
 		case len(ownerKVs) == 1:
 			// Another session's, or written by hand: wait for it either way.
-			r.taken, r.token = true, ownerKVs[0].CreateRevision
+			r.taken, r.token, r.holder = true, ownerKVs[0].CreateRevision, string(ownerKVs[0].Value)
 		}
 		out[id] = r
 	}
@@ -284,11 +298,19 @@ func (w *worker) claim(ids []string) (map[string]*claimResult, error) {
 // worker's shared owners/ watch (releaseWatch), which starts at the current
 // revision: the claim is tried again once it is in place, so no release can
 // slip between the two.
-func (w *worker) waitRelease(a *actor) (*claimResult, bool, error) {
+func (w *worker) waitRelease(a *actor, p *preparation) (*claimResult, bool, error) {
 	wt := w.releases.add(a.id)
 	defer w.releases.remove(a.id, wt)
+	var prepared <-chan error
+	if p != nil {
+		prepared = p.done
+	}
 	for {
 		select {
+		case err := <-prepared:
+			prepared = nil
+			p.finish(err)
+			continue
 		case <-wt.wake:
 			released := w.releases.sawDelete(wt)
 			rs, err := w.claim([]string{a.id})
@@ -427,6 +449,7 @@ func setClaimSync(c *assignment.Claim, s assignment.Sync) { claimsync.Set(c, s) 
 // labels only (the leader's business: they may move the sync, which then
 // comes as a revoke), updates the claim's Sync silently.
 func (w *worker) ownedLoop(a *actor, c *assignment.Claim, octx context.Context, log *slog.Logger) (assignment.RevokeReason, assignment.Sync) {
+	var handoff <-chan time.Time // a prepared handoff's timeout
 	for {
 		select {
 		case <-w.sess.AtRisk():
@@ -434,6 +457,7 @@ func (w *worker) ownedLoop(a *actor, c *assignment.Claim, octx context.Context, 
 		case <-w.ctx.Done():
 			return w.lostReason(), assignment.Sync{}
 		case <-a.kick:
+		case <-handoff:
 		}
 		// select picks at random among ready cases: a kick that came with
 		// the lease at risk must not win over it.
@@ -446,6 +470,10 @@ func (w *worker) ownedLoop(a *actor, c *assignment.Claim, octx context.Context, 
 		w.mu.Unlock()
 		switch {
 		case !want:
+			if d := w.handoffWait(a, reason); d > 0 {
+				handoff = time.After(d)
+				continue
+			}
 			return reason, assignment.Sync{}
 		case failure != nil:
 			log.Warn("sync failed", "error", failure)
@@ -463,6 +491,135 @@ func (w *worker) ownedLoop(a *actor, c *assignment.Claim, octx context.Context, 
 			log.Info("spec updated", "revision", spec.Revision)
 			w.c.callUpdate(octx, c)
 		}
+	}
+}
+
+// Step 3b: prepared handoff.
+
+// handoffWait reports how much longer the owner of a sync leaving for
+// reason waits before it lets go: while a prepared handoff is announced
+// (see Preparer) and the new member has not said it is ready, up to the
+// prepare timeout after the move was seen; 0 to let go now.
+func (w *worker) handoffWait(a *actor, reason assignment.RevokeReason) time.Duration {
+	if reason != assignment.Rebalanced && reason != assignment.Draining {
+		return 0
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if a.handoffTo == "" {
+		return 0
+	}
+	if r, ok := w.readies[a.id]; ok && r.Member == a.handoffTo && r.Generation >= a.handoffGen {
+		w.c.m.prepared("awaited")
+		a.handoffTo = ""
+		return 0
+	}
+	left := w.c.o.prepare - time.Since(a.leftAt)
+	if left <= 0 {
+		w.c.m.prepared("timeout")
+		w.c.log.Info("prepare timeout passed; letting go", "sync", a.id, "to", a.handoffTo)
+		a.handoffTo = ""
+		return 0
+	}
+	return left
+}
+
+// preparation is one OnPrepare call in progress (see startPrepare).
+type preparation struct {
+	w      *worker
+	id     string
+	holder string
+	gen    int64
+	done   chan error // gets OnPrepare's result; nil once taken
+	ctx    context.Context
+	cancel context.CancelFunc
+	stopAt func() bool
+	over   bool // the result was taken
+}
+
+// startPrepare starts OnPrepare for a sync that res found held by another
+// member, once each time the sync became wanted here (since); it returns
+// nil when there is nothing to prepare. The caller waits for the holder
+// meanwhile, takes the result from done (then finish), and calls stop
+// once it stops waiting: a prepare still running then is abandoned (the
+// sync is no longer wanted here, the holder let go first, the epoch ends)
+// and its ctx cancelled. The ctx also ends at the prepare timeout and when
+// the lease is at risk. An OnPrepare that ignores its ctx runs on, and no
+// other starts for the sync until it returns.
+func (w *worker) startPrepare(r *actorRun, res *claimResult, since time.Time) *preparation {
+	if w.c.prep == nil || res.holder == "" || res.holder == w.c.o.memberID || res.syncErr != nil || r.preparedFor.Equal(since) {
+		return nil
+	}
+	r.preparedFor = since
+	if r.preparing != nil {
+		select {
+		case <-r.preparing:
+		default:
+			w.c.log.Warn("an earlier OnPrepare has not returned; not preparing again", "sync", r.a.id)
+			return nil
+		}
+	}
+	w.mu.Lock()
+	gen := w.targetGen
+	w.mu.Unlock()
+	ctx, cancel := context.WithTimeout(w.ctx, w.c.o.prepare)
+	p := &preparation{w: w, id: r.a.id, holder: res.holder, gen: gen, done: make(chan error, 1), ctx: ctx, cancel: cancel}
+	p.stopAt = context.AfterFunc(w.sess.atRisk, cancel)
+	returned := make(chan struct{})
+	r.preparing = returned
+	w.prepares.Add(1)
+	go func() {
+		defer w.prepares.Done()
+		defer close(returned)
+		p.done <- w.c.callPrepare(ctx, res.sync)
+	}()
+	return p
+}
+
+// finish takes OnPrepare's result and tells the holder this member is
+// ready (after an error too: the move then goes on cold, rather than wait
+// for the timeout). A prepare whose ctx ended first (the timeout, the
+// lease at risk) is abandoned and tells nothing.
+func (p *preparation) finish(err error) {
+	p.over, p.done = true, nil
+	w := p.w
+	switch ctxErr := context.Cause(p.ctx); {
+	case ctxErr != nil:
+		w.c.m.prepared("abandoned")
+		w.c.log.Info("prepare abandoned", "sync", p.id, "cause", ctxErr)
+		return
+	case err != nil:
+		w.c.m.callbackError("prepare")
+		w.c.m.prepared("failed")
+		w.c.log.Warn("OnPrepare failed; the move goes on cold", "sync", p.id, "error", err)
+	default:
+		w.c.m.prepared("ready")
+	}
+	w.tellReady(p.id, p.holder, p.gen)
+}
+
+// stop ends the preparation; one still running is abandoned.
+func (p *preparation) stop() {
+	if p == nil {
+		return
+	}
+	if !p.over {
+		p.w.c.m.prepared("abandoned")
+	}
+	p.cancel()
+	p.stopAt()
+}
+
+// tellReady puts the handoff signal into holder's inbox, on this
+// session's lease: the holder lets go of the sync once it sees it (or at
+// its prepare timeout, should this put fail or its answer be lost).
+func (w *worker) tellReady(id, holder string, gen int64) {
+	b, _ := json.Marshal(handoffReady{Member: w.c.o.memberID, Generation: gen})
+	ctx, cancel := context.WithTimeout(w.ctx, w.sess.ttl/2)
+	defer cancel()
+	if _, err := w.c.cli.Put(ctx, w.c.keys.Handoff(holder, id), string(b), clientv3.WithLease(w.sess.id)); err != nil {
+		w.c.m.etcdError("handoff-ready")
+		w.c.log.Warn("could not tell the owner this member is ready; it lets go at its prepare timeout", "sync", id, "owner", holder, "error", err)
 	}
 }
 
@@ -557,7 +714,10 @@ func (w *worker) deleteOwner(id string, r *claimResult) error {
 	if r.unknown {
 		guard = clientv3.Compare(clientv3.LeaseValue(key), "=", w.sess.id)
 	}
+	// The handoff signal for this sync in this member's inbox, if any,
+	// goes with the key: it was for this release.
+	inbox := w.c.keys.Handoff(w.c.o.memberID, id)
 	res := w.releaseTxns.do([]batchReq{{key: key, op: clientv3.OpTxn(
-		[]clientv3.Cmp{guard}, []clientv3.Op{clientv3.OpDelete(key)}, nil)}})
+		[]clientv3.Cmp{guard}, []clientv3.Op{clientv3.OpDelete(key), clientv3.OpDelete(inbox)}, nil)}})
 	return res[0].err
 }

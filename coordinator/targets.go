@@ -58,7 +58,17 @@ type targetRecord struct {
 	Generation int64    `json:"generation"`
 	Syncs      []string `json:"syncs"`
 	Parts      int      `json:"parts,omitempty"` // head only: the number of parts
+	// Handoffs (head only): syncs this write takes away from the member
+	// that go to a member whose Handler is a Preparer, by sync: the
+	// member lets go of each once that one is ready (see Preparer).
+	Handoffs map[string]string `json:"handoffs,omitempty"`
 }
+
+// maxHandoffBytes bounds the prepared handoffs one target write announces
+// (about 2,000 of them with 10-byte IDs), so that the head of a large
+// member's drain stays well within a request; the moves beyond it go on
+// cold.
+const maxHandoffBytes = 64 << 10
 
 // encodeTarget is the JSON of one record holding syncs (sorted here).
 func encodeTarget(gen int64, syncs []string) []byte {
@@ -285,6 +295,16 @@ func (t *memberTarget) apply(k keys.Layout, kv *mvccpb.KeyValue, ev mvccpb.Event
 	if m, suffix, ok := targetKey(k, string(kv.Key)); ok && m == t.member {
 		t.keys.apply(m, suffix, kv, ev)
 	}
+}
+
+// handoffs returns the generation of the target's head and the prepared
+// handoffs it announces (nil if none, or no readable head).
+func (t *memberTarget) handoffs() (int64, map[string]string) {
+	head, ok := t.keys.kvs[""]
+	if !ok || head.rec == nil {
+		return 0, nil
+	}
+	return head.rec.Generation, head.rec.Handoffs
 }
 
 // next returns the target to apply, if there is a new one: a complete

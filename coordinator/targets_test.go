@@ -266,7 +266,7 @@ func TestTargetDeleteSparesReRegisteredMember(t *testing.T) {
 	syncs := putSyncs(t, cli, "stale", 30)
 	head, parts := splitTarget(3, syncs, maxTargetValue)
 	require.NotEmpty(t, parts)
-	ops := []clientv3.Op{clientv3.OpPut(k.Member("m2"), string(encodeMember(assignment.Member{ID: "m2", Weight: 1})), clientv3.WithLease(sess.Lease()))}
+	ops := []clientv3.Op{clientv3.OpPut(k.Member("m2"), string(encodeMember(assignment.Member{ID: "m2", Weight: 1}, false)), clientv3.WithLease(sess.Lease()))}
 	for _, kv := range storeTarget(k, "m2", 0, head, parts) {
 		ops = append(ops, clientv3.OpPut(string(kv.Key), string(kv.Value)))
 	}

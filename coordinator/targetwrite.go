@@ -57,7 +57,7 @@ func targetWrites(k keys.Layout, v *view, in rebalance.Input, plan assignment.Pl
 		if (clean && slices.Equal(cur, syncs)) || (v.targets[m.ID] == nil && len(syncs) == 0) {
 			continue
 		}
-		ws = appendTargetWrites(ws, k, v.targets[m.ID], m.ID, syncs, gen)
+		ws = appendTargetWrites(ws, k, v.targets[m.ID], m.ID, syncs, gen, preparedHandoffs(v, plan, cur, syncs))
 		written++
 	}
 	for _, m := range slices.Sorted(maps.Keys(v.targets)) {
@@ -72,7 +72,7 @@ func targetWrites(k keys.Layout, v *view, in rebalance.Input, plan assignment.Pl
 // appendTargetWrites appends the writes that make member m's target
 // (stored as cur, nil if absent) hold syncs: its parts, then its head,
 // then the deletes of the keys it no longer has.
-func appendTargetWrites(ws []targetWrite, k keys.Layout, cur *targetKeys, m string, syncs []string, gen int64) []targetWrite {
+func appendTargetWrites(ws []targetWrite, k keys.Layout, cur *targetKeys, m string, syncs []string, gen int64, handoffs map[string]string) []targetWrite {
 	put := func(suffix string, rec targetRecord) {
 		key := k.Target(m) + suffix
 		val := encodeSorted(rec)
@@ -80,6 +80,7 @@ func appendTargetWrites(ws []targetWrite, k keys.Layout, cur *targetKeys, m stri
 			rec: &rec, bytes: len(key) + len(val) + txnOpOverhead, ops: 1})
 	}
 	head, parts := splitTarget(gen, syncs, maxTargetValue)
+	head.Handoffs = handoffs
 	keep := map[string]bool{"": true}
 	for i, p := range parts {
 		put(partSuffix(i), p)
@@ -97,6 +98,31 @@ func appendTargetWrites(ws []targetWrite, k keys.Layout, cur *targetKeys, m stri
 		}
 	}
 	return ws
+}
+
+// preparedHandoffs lists the syncs of cur (a member's target, sorted)
+// that leave it for a live member whose Handler is a Preparer, with that
+// member; up to maxHandoffBytes of them, in sync order.
+func preparedHandoffs(v *view, plan assignment.Plan, cur, next []string) map[string]string {
+	var out map[string]string
+	size := 0
+	for _, s := range cur {
+		to, ok := plan[s]
+		if !ok || !v.preparers[to] {
+			continue
+		}
+		if _, stays := slices.BinarySearch(next, s); stays {
+			continue
+		}
+		if size += len(s) + len(to) + 6; size > maxHandoffBytes {
+			break
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[s] = to
+	}
+	return out
 }
 
 // dropWrite is the nested Txn that deletes departed member m's target

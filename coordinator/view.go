@@ -39,6 +39,8 @@ type view struct {
 	ignored map[string]int64
 	// successors: member IDs a process waits to register as (keys.Successor).
 	successors map[string]bool
+	// preparers: live members whose Handler is a Preparer.
+	preparers map[string]bool
 
 	// planError is what status/leader says about the last round (empty:
 	// nothing wrong), so that a successful round clears it, and only when
@@ -63,6 +65,7 @@ func newView() *view {
 		ignored: map[string]int64{},
 
 		successors: map[string]bool{},
+		preparers:  map[string]bool{},
 	}
 }
 
@@ -118,6 +121,7 @@ func (v *view) applyMember(k keys.Layout, kv *mvccpb.KeyValue, ev mvccpb.Event_E
 	}
 	delete(v.members, id)
 	delete(v.ignored, id)
+	delete(v.preparers, id)
 	if ev == mvccpb.DELETE {
 		return true, v.successors[id]
 	}
@@ -125,6 +129,9 @@ func (v *view) applyMember(k keys.Layout, kv *mvccpb.KeyValue, ev mvccpb.Event_E
 	// a lease would never expire, and the syncs given to it never run.
 	if m, err := decodeMember(id, kv.Value); err == nil && kv.Lease != 0 {
 		v.members[id] = m
+		if memberPrepares(kv.Value) {
+			v.preparers[id] = true
+		}
 		return true, false
 	}
 	v.ignored[id] = kv.ModRevision

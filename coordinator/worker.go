@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -53,8 +54,16 @@ type worker struct {
 	actors  map[string]*actor
 	leaving bool
 	loaded  bool // the target has been read at least once
+	// targetGen is the generation of the target applied last.
+	targetGen int64
+	// readies is this member's handoff inbox (handoffs/<self>/), by sync:
+	// the members that said they have prepared a sync leaving here.
+	readies map[string]handoffReady
 
 	actorsWG sync.WaitGroup
+	// prepares counts OnPrepare calls still running, abandoned ones
+	// included (see worker.prepare).
+	prepares sync.WaitGroup
 
 	// claimTxns and releaseTxns share Txns among the actors (group
 	// commit). Releases run on the session's context: a release must go
@@ -86,6 +95,7 @@ type worker struct {
 func newWorker(ctx context.Context, c *Coordinator, s *session) *worker {
 	w := &worker{
 		c: c, sess: s, ctx: ctx, target: map[string]bool{}, gone: map[string]bool{}, actors: map[string]*actor{},
+		readies:     map[string]handoffReady{},
 		claimTxns:   &txnBatcher{cli: c.cli, ctx: ctx, timeout: s.ttl / 2},
 		releaseTxns: &txnBatcher{cli: c.cli, ctx: s.atRisk, timeout: s.ttl / 2},
 		memberKick:  make(chan struct{}, 1),
@@ -110,6 +120,7 @@ func poke(ch chan struct{}) {
 // for every actor. A load that fails, or watches that break again soon
 // after a reload, are retried with backoff rather than in a tight loop.
 func (w *worker) run() {
+	defer w.waitPrepares()
 	defer w.actorsWG.Wait()
 	var rev, specRev int64
 	followed := false
@@ -135,6 +146,20 @@ func (w *worker) run() {
 		return false // only a follow that held a while (retryMax) reloads at once
 	}
 	_ = wait.LoadAndFollow(w.ctx, &wait.Backoff{Min: retryMin, Max: retryMax}, load, follow)
+}
+
+// waitPrepares waits for the OnPrepare calls still running, whose ctx has
+// ended with the epoch, for up to the revoke timeout: one that ignores its
+// ctx is left running, and logged.
+func (w *worker) waitPrepares() {
+	done := make(chan struct{})
+	go func() { w.prepares.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(w.c.o.revokeTimeout):
+		w.c.log.Error("OnPrepare ignores its cancelled ctx; left running")
+		w.c.m.callbackError("prepare")
+	}
 }
 
 // load reads targets/<self> and members/<self> and applies them. It returns
@@ -212,6 +237,7 @@ func (w *worker) loadTarget(specRev int64) (rev, _ int64, err error) {
 		clientv3.OpGet(w.c.keys.Target(self)),
 		clientv3.OpGet(w.c.keys.TargetParts(self), clientv3.WithPrefix()),
 		clientv3.OpGet(w.c.keys.Member(self)),
+		clientv3.OpGet(w.c.keys.Handoffs(self), clientv3.WithPrefix()),
 	)
 	if err != nil {
 		w.c.m.etcdError("load-target")
@@ -228,6 +254,10 @@ func (w *worker) loadTarget(specRev int64) (rev, _ int64, err error) {
 	}
 	// follow goes on from these keys: it puts the events on single keys
 	// together into whole targets.
+	w.mu.Lock()
+	clear(w.readies)
+	w.mu.Unlock()
+	w.handoffEvents(kvEvents(resp.Responses[3].GetResponseRange().Kvs))
 	w.targetKeys = memberTarget{}
 	w.targetKeys.read(w.c.keys, self, resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs)
 	if ids, ok := w.targetKeys.next(w.c.log); ok {
@@ -260,6 +290,7 @@ func (w *worker) follow(rev, specRev int64) {
 	pch := w.c.cli.Watch(ctx, w.c.keys.TargetParts(self), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	mch := w.c.cli.Watch(ctx, w.c.keys.Member(self), clientv3.WithRev(rev+1))
 	sch := w.c.cli.Watch(ctx, w.c.keys.Syncs(), clientv3.WithPrefix(), clientv3.WithRev(specRev+1))
+	hch := w.c.cli.Watch(ctx, w.c.keys.Handoffs(self), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	recheck := time.NewTimer(time.Hour)
 	defer recheck.Stop()
 	w.armRecheck(recheck)
@@ -290,6 +321,8 @@ func (w *worker) follow(rev, specRev int64) {
 			ok = w.watched("member", wr, open) && member.events(wr.Events)
 		case wr, open := <-sch:
 			ok = w.watched("syncs", wr, open) && w.specEvents(wr.Events)
+		case wr, open := <-hch:
+			ok = w.watched("handoffs", wr, open) && w.handoffEvents(wr.Events)
 		}
 		if !ok {
 			return
@@ -305,6 +338,39 @@ func (w *worker) targetEvents(evs []*clientv3.Event) bool {
 		w.applyTarget(ids)
 	}
 	return true
+}
+
+// handoffEvents applies events on this member's handoff inbox: a member
+// a sync leaves for says it is ready, and the sync's actor looks again. It
+// always returns true.
+func (w *worker) handoffEvents(evs []*clientv3.Event) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, ev := range evs {
+		id, ok := keys.ID(w.c.keys.Handoffs(w.c.o.memberID), string(ev.Kv.Key))
+		if !ok {
+			continue
+		}
+		var r handoffReady
+		if ev.Type == mvccpb.DELETE || json.Unmarshal(ev.Kv.Value, &r) != nil {
+			delete(w.readies, id)
+			continue
+		}
+		w.readies[id] = r
+		if a := w.actors[id]; a != nil {
+			a.poke()
+		}
+	}
+	return true
+}
+
+// kvEvents makes puts of a snapshot's keys.
+func kvEvents(kvs []*mvccpb.KeyValue) []*clientv3.Event {
+	evs := make([]*clientv3.Event, len(kvs))
+	for i, kv := range kvs {
+		evs[i] = &clientv3.Event{Type: mvccpb.PUT, Kv: kv}
+	}
+	return evs
 }
 
 // specEvents applies events on syncs/. It always returns true.
@@ -458,15 +524,27 @@ func (w *worker) applySpec(kv *mvccpb.KeyValue, ev mvccpb.Event_EventType) {
 	}
 }
 
-// applyTarget makes ids the member's target.
+// applyTarget makes ids the member's target, with the prepared handoffs
+// its head announces.
 func (w *worker) applyTarget(ids []string) {
 	next := make(map[string]bool, len(ids))
 	for _, id := range ids {
 		next[id] = true
 	}
+	gen, handoffs := w.targetKeys.handoffs()
+	now := time.Now()
 	w.mu.Lock()
 	w.loaded = true
 	w.target = next
+	w.targetGen = gen
+	for id, a := range w.actors {
+		switch to := handoffs[id]; {
+		case next[id]:
+			a.handoffTo = "" // it stays: whatever was announced is off
+		case to != "" && (to != a.handoffTo || a.leftAt.IsZero()):
+			a.handoffTo, a.handoffGen, a.leftAt = to, gen, now
+		}
+	}
 	for id := range w.gone {
 		if !next[id] {
 			delete(w.gone, id)

@@ -119,6 +119,13 @@ func (l Layout) SuccessorID(key string) (string, bool) {
 	return ID(l.Members(), id)
 }
 
+// Handoffs is the prefix of member id's prepared-handoff inbox: the key
+// Handoff(id, sync) says that the member a sync moves to has prepared it.
+func (l Layout) Handoffs(id string) string { return l.root + "handoffs/" + id + "/" }
+
+// Handoff is the key in member id's inbox for sync.
+func (l Layout) Handoff(id, sync string) string { return l.Handoffs(id) + sync }
+
 // Election is the prefix concurrency.Election campaigns under.
 func (l Layout) Election() string { return l.root + "election" }
 
