@@ -86,13 +86,13 @@ type Updater interface {
 //
 // ctx is cancelled when the prepare is abandoned: the plan moved the sync
 // elsewhere or kept it where it is, this member is leaving or its lease is
-// at risk, or the prepare timeout passed. OnAssign follows OnPrepare once
-// the owner has let go (the claim as usual); it may also come with no
-// OnPrepare before it (a sync placed after a crash, or a new one, or the
-// owner's timeout passed first), and after an OnPrepare that ignored its
-// ctx but has not yet returned. An error from OnPrepare is logged and
-// counted, and the move goes on cold. A sync that moves here from no
-// owner is not prepared: nobody runs it, so it is claimed at once.
+// at risk, or the prepare timeout passed. OnAssign follows once the owner
+// has let go (the claim as usual) and OnPrepare has returned: a cancelled
+// OnPrepare is waited for up to the revoke timeout, and one that ignores
+// its ctx longer than that may still run when OnAssign comes. An error
+// from OnPrepare is logged and counted, and the move goes on cold. A sync
+// that comes here from no owner (a new sync, or one whose owner crashed)
+// is not prepared: nobody runs it, so it is claimed at once.
 //
 // Only moves to members whose Handler implements Preparer wait; the
 // others hand over exactly as before.

@@ -220,7 +220,8 @@ func TestMetricsThroughRebalance(t *testing.T) {
 	require.Equal(t, reasons, s.labelValues("baton_revokes_total", "reason"))
 	require.Equal(t, reasons, s.labelValues("baton_revoke_overruns_total", "reason"))
 	require.Equal(t, []string{"error", "fallback", "invalid-plan", "panic", "timeout"}, s.labelValues("baton_balancer_errors_total", "kind"))
-	require.Equal(t, []string{"assign", "revoke", "run", "update"}, s.labelValues("baton_callback_errors_total", "callback"))
+	require.Equal(t, []string{"assign", "prepare", "revoke", "run", "update"}, s.labelValues("baton_callback_errors_total", "callback"))
+	require.Equal(t, []string{"abandoned", "awaited", "failed", "ready", "timeout"}, s.labelValues("baton_prepares_total", "outcome"))
 
 	// A member that left and is made again in the same process, with the
 	// same registry, takes its metrics over instead of failing New.

@@ -526,15 +526,16 @@ func (w *worker) handoffWait(a *actor, reason assignment.RevokeReason) time.Dura
 
 // preparation is one OnPrepare call in progress (see startPrepare).
 type preparation struct {
-	w      *worker
-	id     string
-	holder string
-	gen    int64
-	done   chan error // gets OnPrepare's result; nil once taken
-	ctx    context.Context
-	cancel context.CancelFunc
-	stopAt func() bool
-	over   bool // the result was taken
+	w        *worker
+	id       string
+	holder   string
+	gen      int64
+	done     chan error // gets OnPrepare's result; nil once taken
+	ctx      context.Context
+	cancel   context.CancelFunc
+	returned chan struct{} // closed once OnPrepare has returned
+	stopAt   func() bool
+	over     bool // the result was taken
 }
 
 // startPrepare starts OnPrepare for a sync that res found held by another
@@ -566,7 +567,7 @@ func (w *worker) startPrepare(r *actorRun, res *claimResult, since time.Time) *p
 	p := &preparation{w: w, id: r.a.id, holder: res.holder, gen: gen, done: make(chan error, 1), ctx: ctx, cancel: cancel}
 	p.stopAt = context.AfterFunc(w.sess.atRisk, cancel)
 	returned := make(chan struct{})
-	r.preparing = returned
+	p.returned, r.preparing = returned, returned
 	w.prepares.Add(1)
 	go func() {
 		defer w.prepares.Done()
@@ -598,16 +599,24 @@ func (p *preparation) finish(err error) {
 	w.tellReady(p.id, p.holder, p.gen)
 }
 
-// stop ends the preparation; one still running is abandoned.
+// stop ends the preparation; one still running is abandoned, and waited
+// for up to the revoke timeout, so that a claim that follows does not call
+// OnAssign while an OnPrepare that honours its ctx is still returning.
 func (p *preparation) stop() {
 	if p == nil {
 		return
 	}
-	if !p.over {
-		p.w.c.m.prepared("abandoned")
-	}
 	p.cancel()
 	p.stopAt()
+	if p.over {
+		return
+	}
+	p.w.c.m.prepared("abandoned")
+	select {
+	case <-p.returned:
+	case <-time.After(p.w.c.o.revokeTimeout):
+		p.w.c.log.Warn("OnPrepare has not returned though its ctx was cancelled; going on", "sync", p.id)
+	}
 }
 
 // tellReady puts the handoff signal into holder's inbox, on this

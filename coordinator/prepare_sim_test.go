@@ -7,6 +7,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/baton-go/baton/assignment"
 	"github.com/baton-go/baton/coordinator"
 	"github.com/baton-go/baton/internal/etcdtest"
@@ -195,4 +197,56 @@ func TestPlanChangesMidPrepare(t *testing.T) {
 			}
 		}
 	})
+}
+
+// preparingHandler is the world's recording handler with an OnPrepare that
+// logs "prepare" and "prepared" events around prepare.
+type preparingHandler struct {
+	coordinator.HandlerFuncs
+	w       *world
+	id      string
+	prepare func(ctx context.Context, s assignment.Sync) error
+}
+
+func (h preparingHandler) OnPrepare(ctx context.Context, s assignment.Sync) error {
+	h.w.log(event{member: h.id, sync: s.ID, kind: "prepare"})
+	err := h.prepare(ctx, s)
+	h.w.log(event{member: h.id, sync: s.ID, kind: "prepared"})
+	return err
+}
+
+// TestPreparedHandoffOnEtcd: on a real etcd cluster, the syncs that move
+// to a joining Preparer are prepared there while their owners run them,
+// and are revoked only after; the single-owner recorder checks the rest.
+func TestPreparedHandoffOnEtcd(t *testing.T) {
+	w := newWorld(t, nil)
+	ids := syncIDs(30)
+	w.putSyncs(ids...)
+	for _, id := range []string{"m1", "m2"} {
+		w.join(id, nil, nil)
+	}
+	w.settle(ids, "m1", "m2")
+	before := w.owners()
+	h := preparingHandler{HandlerFuncs: w.handler("m3"), w: w, id: "m3", prepare: sleepPrepare(300 * time.Millisecond)}
+	w.join("m3", nil, h)
+	w.settle(ids, "m1", "m2", "m3")
+	prepared := map[string]time.Time{}
+	for _, e := range w.eventsOf("prepared") {
+		prepared[e.sync] = e.at
+	}
+	moved := 0
+	for id, m := range w.owners() {
+		if m != "m3" || before[id] == "m3" {
+			continue
+		}
+		moved++
+		at, ok := prepared[id]
+		require.True(t, ok, "%s moved to m3 unprepared", id)
+		for _, e := range w.eventsOf("revoke") {
+			if e.sync == id && e.member == before[id] {
+				require.False(t, e.at.Before(at), "%s revoked on %s before m3 had prepared it", id, e.member)
+			}
+		}
+	}
+	require.Equal(t, 10, moved)
 }

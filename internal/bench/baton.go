@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,6 +53,11 @@ type batonSystem struct {
 	// trailing turns the leader's leading edge off (coordinator.WithLeadingEdge):
 	// every change waits Settle, as before leading-edge rebalancing.
 	trailing bool
+	// startCost is what a sync's start costs its handler (OnAssign blocks
+	// this long before the sync runs), unless it was prepared; prepare
+	// makes the handler a Preparer whose OnPrepare pays that cost ahead.
+	startCost time.Duration
+	prepare   bool
 	// reg collects every member's Baton metrics (labelled by group and
 	// member), to count rebalance rounds.
 	reg *prometheus.Registry
@@ -62,8 +68,13 @@ func newBatonSystem(env *etcdEnv, ttl, settle time.Duration) *batonSystem {
 }
 
 func (s *batonSystem) name() string {
-	if s.trailing {
+	switch {
+	case s.trailing:
 		return "baton-trailing"
+	case s.startCost > 0 && s.prepare:
+		return "baton-warm"
+	case s.startCost > 0:
+		return "baton-cold"
 	}
 	return "baton"
 }
@@ -84,7 +95,11 @@ func (s *batonSystem) join(ctx context.Context, group, id string, tr reporter) (
 	if err != nil {
 		return nil, err
 	}
-	co, err := newBatonCoordinator(cli, group, id, s.ttl, s.settle, s.reg, tr, coordinator.WithLeadingEdge(!s.trailing))
+	var h coordinator.Handler
+	if s.startCost > 0 {
+		h = newCostlyHandler(id, tr, s.startCost, s.prepare)
+	}
+	co, err := newBatonCoordinator(cli, group, id, s.ttl, s.settle, s.reg, tr, h, coordinator.WithLeadingEdge(!s.trailing))
 	if err != nil {
 		cli.Close()
 		return nil, err
@@ -99,15 +114,17 @@ func (s *batonSystem) join(ctx context.Context, group, id string, tr reporter) (
 // newBatonCoordinator builds a member whose handler does no work of its
 // own: OnAssign and OnRevoke only report to tr, so the
 // figures are Baton's alone.
-func newBatonCoordinator(cli *clientv3.Client, group, id string, ttl, settle time.Duration, reg prometheus.Registerer, tr reporter, extra ...coordinator.Option) (*coordinator.Coordinator, error) {
-	h := coordinator.HandlerFuncs{
-		Assign: func(_ context.Context, c *assignment.Claim) error {
-			tr.assign(id, c.ID(), c.Token())
-			return nil
-		},
-		Revoke: func(_ context.Context, c *assignment.Claim, _ assignment.RevokeReason) {
-			tr.revoke(id, c.ID(), c.Token())
-		},
+func newBatonCoordinator(cli *clientv3.Client, group, id string, ttl, settle time.Duration, reg prometheus.Registerer, tr reporter, h coordinator.Handler, extra ...coordinator.Option) (*coordinator.Coordinator, error) {
+	if h == nil {
+		h = coordinator.HandlerFuncs{
+			Assign: func(_ context.Context, c *assignment.Claim) error {
+				tr.assign(id, c.ID(), c.Token())
+				return nil
+			},
+			Revoke: func(_ context.Context, c *assignment.Claim, _ assignment.RevokeReason) {
+				tr.revoke(id, c.ID(), c.Token())
+			},
+		}
 	}
 	opts := []coordinator.Option{
 		coordinator.WithMemberID(id),
@@ -160,4 +177,59 @@ func labelValue(m *dto.Metric, name string) string {
 		}
 	}
 	return ""
+}
+
+// costlyHandler is a handler whose syncs cost cost to start (a snapshot to
+// load, a slot to open): OnAssign blocks that long before the sync runs
+// (and is reported to the tracker), unless OnPrepare has paid it ahead.
+// With prepare off it is no Preparer.
+type costlyHandler struct {
+	coordinator.HandlerFuncs
+	id   string
+	cost time.Duration
+
+	mu   sync.Mutex
+	warm map[string]bool // syncs prepared and not yet started
+}
+
+type preparingCostly struct{ *costlyHandler }
+
+func (h preparingCostly) OnPrepare(ctx context.Context, s assignment.Sync) error {
+	select {
+	case <-time.After(h.cost):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	h.mu.Lock()
+	h.warm[s.ID] = true
+	h.mu.Unlock()
+	return nil
+}
+
+func newCostlyHandler(id string, tr reporter, cost time.Duration, prepare bool) coordinator.Handler {
+	h := &costlyHandler{id: id, cost: cost, warm: map[string]bool{}}
+	h.HandlerFuncs = coordinator.HandlerFuncs{
+		Assign: func(ctx context.Context, c *assignment.Claim) error {
+			h.mu.Lock()
+			warm := h.warm[c.ID()]
+			delete(h.warm, c.ID())
+			h.mu.Unlock()
+			if !warm {
+				select {
+				case <-time.After(h.cost):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			tr.assign(id, c.ID(), c.Token())
+			return nil
+		},
+		Revoke: func(_ context.Context, c *assignment.Claim, _ assignment.RevokeReason) {
+			tr.revoke(id, c.ID(), c.Token())
+		},
+	}
+	if prepare {
+		return preparingCostly{h}
+	}
+	return h
 }

@@ -90,6 +90,7 @@ type config struct {
 	FailoverTTLs   []time.Duration `json:"failover_ttls"`
 	FailoverReps   int             `json:"failover_reps"`
 	FailoverLeader bool            `json:"failover_leader"`
+	StartCost      time.Duration   `json:"start_cost,omitempty"`
 	Rolling        shape           `json:"rolling"`
 	RollingTTL     time.Duration   `json:"rolling_ttl"`
 	Cold           []shape         `json:"cold"`
@@ -133,6 +134,9 @@ func (b *bench) system(name string, ttl time.Duration) system {
 	}
 	s := newBatonSystem(b.env, ttl, b.cfg.Settle)
 	s.trailing = name == "baton-trailing"
+	if name == "baton-cold" || name == "baton-warm" {
+		s.startCost, s.prepare = b.cfg.StartCost, name == "baton-warm"
+	}
 	return s
 }
 
@@ -184,7 +188,8 @@ func parseFlags() (config, string, error) {
 	fsync := flag.Bool("fsync", true, "embedded etcd fsyncs its WAL and database (off: WithUnsafeNoFsync)")
 	etcdProcess := flag.Bool("etcd-process", false, "run the embedded etcd in its own process rather than in the members' process")
 	jsonPath := flag.String("json", "", "write every measurement to this JSON file")
-	systems := flag.String("systems", "baton,baseline", "systems to run: baton, baton-trailing (Baton with its leading edge off: every change waits Settle), baseline")
+	systems := flag.String("systems", "baton,baseline", "systems to run: baton, baton-trailing (Baton with its leading edge off: every change waits Settle), baton-cold (each sync's start costs -start-cost in OnAssign), baton-warm (the same, paid ahead by OnPrepare), baseline")
+	startCost := flag.Duration("start-cost", 300*time.Millisecond, "baton-cold and baton-warm: what a sync's start costs its handler")
 	scenarios := flag.String("scenarios", "handoff,failover,cold,memory", "scenarios to run: handoff, failover, cold (with steady state), memory, rolling (rolling restarts with stable member IDs; Baton's systems only), plan (the leader alone, not by default), peers (Baton beside Kafka groups and dskit's ring, every member its own process; not by default)")
 	ttl := flag.Duration("ttl", coordinator.DefaultTTL, "lease TTL outside the failover scenario")
 	settle := flag.Duration("settle", coordinator.DefaultSettle, "Baton's settle")
@@ -223,7 +228,7 @@ func parseFlags() (config, string, error) {
 	}
 	for _, s := range strings.Split(*systems, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "baton", "baton-trailing", "baseline":
+		case "baton", "baton-trailing", "baton-cold", "baton-warm", "baseline":
 			cfg.Systems = append(cfg.Systems, s)
 		case "":
 		default:
@@ -275,6 +280,7 @@ func parseFlags() (config, string, error) {
 	if cfg.Failover, err = parseShape(*failover); err != nil {
 		return cfg, "", err
 	}
+	cfg.StartCost = *startCost
 	if cfg.Rolling, err = parseShape(*rolling); err != nil {
 		return cfg, "", err
 	}

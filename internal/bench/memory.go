@@ -72,7 +72,7 @@ func memberMain(args []string) error {
 	leader := func() bool { return false }
 	switch *sysName {
 	case "baton":
-		co, err := newBatonCoordinator(cli, *group, *id, *ttl, *settle, nil, discard{})
+		co, err := newBatonCoordinator(cli, *group, *id, *ttl, *settle, nil, discard{}, nil)
 		if err != nil {
 			return err
 		}

@@ -87,7 +87,7 @@ func newGroup(t *testing.T, cl *etcdtest.Cluster, cfg config, name string) *grou
 		g.adminTo = append(g.adminTo, cl.ClientTo(t, i))
 	}
 	for i := range allSlots {
-		s := &slot{g: g, idx: i, id: fmt.Sprintf("m%d", i), updater: i%2 == 1}
+		s := &slot{g: g, idx: i, id: fmt.Sprintf("m%d", i), updater: i%2 == 1, preparer: i%4 < 2}
 		if i < cl.Size() {
 			s.endpoints = []string{cl.Endpoint(i)}
 		} else {
@@ -226,6 +226,7 @@ type slot struct {
 	id        string
 	endpoints []string
 	updater   bool // its handler implements coordinator.Updater
+	preparer  bool // its handler implements coordinator.Preparer
 	options   []coordinator.Option
 	mode      atomic.Pointer[mode]
 
@@ -244,8 +245,19 @@ func (s *slot) isUp() bool { return s.coordinator() != nil }
 
 func (s *slot) handler() coordinator.Handler {
 	h := plainHandler{s}
-	if s.updater {
+	switch {
+	case s.updater && s.preparer:
+		return struct {
+			updaterHandler
+			preparerHandler
+		}{updaterHandler{h}, preparerHandler{s}}
+	case s.updater:
 		return updaterHandler{h}
+	case s.preparer:
+		return struct {
+			plainHandler
+			preparerHandler
+		}{h, preparerHandler{s}}
 	}
 	return h
 }
@@ -262,6 +274,7 @@ func (s *slot) start(ctx context.Context) error {
 	}
 	co, err := coordinator.New(cli, s.g.name, s.handler(), append([]coordinator.Option{
 		coordinator.WithMemberID(s.id), coordinator.WithTTL(s.g.cfg.ttl), coordinator.WithSettle(s.g.cfg.settle),
+		coordinator.WithPrepareTimeout(s.g.cfg.ttl),
 		coordinator.WithLogger(s.g.logger.With("slot", s.id))}, s.options...)...)
 	if err != nil {
 		_ = cli.Close()
@@ -390,6 +403,33 @@ func (h plainHandler) OnRevoke(ctx context.Context, c *assignment.Claim, why ass
 		s.g.count("panic")
 		panic("chaos: injected OnRevoke panic (after stopping the work)")
 	}
+}
+
+// preparerHandler prepares a sync that moves to its slot: it takes up to
+// the mode's assign delay (less if ctx ends), and panics or fails as often
+// as the mode's OnAssign does. It never owns: the recorder checks that
+// the sync runs elsewhere meanwhile only through the single-owner rule.
+type preparerHandler struct{ s *slot }
+
+func (h preparerHandler) OnPrepare(ctx context.Context, _ assignment.Sync) error {
+	s := h.s
+	s.g.count("prepare")
+	m := s.mode.Load()
+	if m == nil {
+		return nil
+	}
+	if m.assignDelay > 0 {
+		sleepCtx(ctx, randDur(m.assignDelay))
+	}
+	if chance(m.assignPanic) {
+		s.g.count("panic")
+		panic("chaos: injected OnPrepare panic")
+	}
+	if chance(m.assignErr) {
+		s.g.count("error")
+		return errChaos
+	}
+	return nil
 }
 
 type updaterHandler struct{ plainHandler }

@@ -627,8 +627,14 @@ func (w *world) startMember(m *member) {
 	m.cli = m.conn.Client()
 	logger := slog.New(slog.NewTextHandler(&w.clog, &slog.HandlerOptions{Level: slog.LevelDebug})).With("member", m.id)
 	h := handler{m: m, co: new(atomic.Pointer[coordinator.Coordinator])}
-	co, err := coordinator.New(m.cli, group, h, coordinator.WithMemberID(m.id),
+	var ch coordinator.Handler = h
+	if m.idx%2 == 0 {
+		// Every other member prepares the syncs that move to it.
+		ch = preparer{h}
+	}
+	co, err := coordinator.New(m.cli, group, ch, coordinator.WithMemberID(m.id),
 		coordinator.WithTTL(w.cfg.TTL), coordinator.WithSettle(w.cfg.Settle), coordinator.WithRevokeTimeout(m.revoke),
+		coordinator.WithPrepareTimeout(w.cfg.TTL),
 		coordinator.WithBalancer(balancer{m: m, next: rebalance.Sticky()}), coordinator.WithLogger(logger))
 	if err != nil {
 		w.t.Fatalf("%s: new: %v", m.id, err)

@@ -74,6 +74,48 @@ func (h handler) OnRevoke(ctx context.Context, c *assignment.Claim, _ assignment
 	}
 }
 
+// preparer is the handler of a member whose Handler is a Preparer (every
+// other member's): OnPrepare takes a while, honouring its ctx; while the
+// world is faulty it also hangs until its ctx ends, fails, panics, or
+// ignores its ctx for a while.
+type preparer struct{ handler }
+
+var errPrepare = errors.New("sim: injected OnPrepare error")
+
+func (h preparer) OnPrepare(ctx context.Context, s assignment.Sync) error {
+	m := h.m
+	m.w.count("OnPrepare")
+	// Preparing is never owning: a member prepares only syncs another
+	// member holds.
+	for _, iv := range m.w.rec.Intervals() {
+		if iv.Open && iv.Sync == s.ID && iv.Member == m.id {
+			m.w.problem("%s: OnPrepare of %s while it runs it (token %d)", m.id, s.ID, iv.Token)
+		}
+	}
+	if !m.w.faulty.Load() {
+		sleepCtx(ctx, m.dur(200*time.Millisecond))
+		return ctx.Err()
+	}
+	switch {
+	case m.chance(0.05):
+		m.w.count("OnPrepare panic")
+		panic("sim: injected OnPrepare panic")
+	case m.chance(0.05):
+		m.w.count("OnPrepare error")
+		return errPrepare
+	case m.chance(0.1):
+		m.w.count("OnPrepare hangs until its ctx ends")
+		<-ctx.Done()
+		return ctx.Err()
+	case m.chance(0.05):
+		m.w.count("OnPrepare ignores its ctx")
+		time.Sleep(m.dur(time.Second))
+		return nil
+	}
+	sleepCtx(ctx, m.dur(time.Second))
+	return ctx.Err()
+}
+
 func sleepCtx(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
