@@ -19,8 +19,9 @@
 //     strictly increases each time the sync changes owner.
 //   - Only syncs that move are interrupted; the others run on through every
 //     rebalance.
-//   - Every valid sync is owned again soon after any fault: within TTL +
-//     Settle + about a second after a crash.
+//   - Every valid sync is owned again soon after any fault: within about
+//     TTL + 0.6 s after a crash (TTL + Settle + about a second when other
+//     changes came just before).
 //
 // # Failure model
 //

@@ -23,11 +23,18 @@
 //     others run on through every rebalance.
 //   - Callbacks for one sync are serial (OnAssign, any Updater.OnUpdate,
 //     exactly one OnRevoke); different syncs run concurrently.
+//   - Warm handoff: a Handler that implements [Preparer] prepares a sync
+//     that moves to it while the current owner still runs it; the owner
+//     lets go once it is ready, or after the prepare timeout. Preparing is
+//     never owning: no claim, no token.
 //
 // # Failure model
 //
 //   - A member that crashes loses its lease after the TTL; the leader then
-//     moves its syncs (new owner within TTL + Settle + about a second).
+//     moves its syncs at once (leading-edge rebalancing: the first change
+//     after Settle of quiet is planned without waiting), so a new owner
+//     runs them within about TTL + 0.6s; TTL + Settle + about a second when
+//     other changes came just before.
 //   - A member cut off from etcd revokes everything with
 //     [assignment.LeaseLost] at deadline - RevokeTimeout, then joins again
 //     under the same ID when etcd is back.

@@ -506,10 +506,14 @@ func (w *worker) handoffWait(a *actor, reason assignment.RevokeReason) time.Dura
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if a.handoffTo == "" {
-		return 0
+	if a.handoffTo == "" || w.leaving {
+		return 0 // none announced, or the member is leaving: Leave's drain has waited
 	}
-	if r, ok := w.readies[a.id]; ok && r.Member == a.handoffTo && r.Generation >= a.handoffGen {
+	// The member announced is ready; or a member of a later plan is (the
+	// plan moved the sync on while it was prepared, which this member's
+	// target, no longer holding the sync, does not announce again). A
+	// signal left from an earlier move has an earlier generation.
+	if r, ok := w.readies[a.id]; ok && (r.Member == a.handoffTo && r.Generation >= a.handoffGen || r.Generation > a.handoffGen) {
 		w.c.m.prepared("awaited")
 		a.handoffTo = ""
 		return 0
@@ -621,12 +625,14 @@ func (p *preparation) stop() {
 
 // tellReady puts the handoff signal into holder's inbox, on this
 // session's lease: the holder lets go of the sync once it sees it (or at
-// its prepare timeout, should this put fail or its answer be lost).
+// its prepare timeout, should this put fail or its answer be lost). The
+// signals of syncs prepared at once share Txns with the claims.
 func (w *worker) tellReady(id, holder string, gen int64) {
 	b, _ := json.Marshal(handoffReady{Member: w.c.o.memberID, Generation: gen})
-	ctx, cancel := context.WithTimeout(w.ctx, w.sess.ttl/2)
-	defer cancel()
-	if _, err := w.c.cli.Put(ctx, w.c.keys.Handoff(holder, id), string(b), clientv3.WithLease(w.sess.id)); err != nil {
+	key := w.c.keys.Handoff(holder, id)
+	res := w.claimTxns.do([]batchReq{{key: key, op: clientv3.OpTxn(nil,
+		[]clientv3.Op{clientv3.OpPut(key, string(b), clientv3.WithLease(w.sess.id))}, nil)}})
+	if err := res[0].err; err != nil {
 		w.c.m.etcdError("handoff-ready")
 		w.c.log.Warn("could not tell the owner this member is ready; it lets go at its prepare timeout", "sync", id, "owner", holder, "error", err)
 	}
