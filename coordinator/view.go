@@ -260,8 +260,17 @@ func (v *view) input() rebalance.Input {
 	for _, id := range slices.Sorted(maps.Keys(v.syncs)) {
 		in.Syncs = append(in.Syncs, v.syncs[id])
 		if o, ok := v.owners[id]; ok {
-			if _, live := v.members[o.member]; live {
+			if owner, live := v.members[o.member]; live {
 				in.Current[id] = o.member
+				// A draining owner's sync already given to a live,
+				// non-draining member is on its way there: planned again
+				// from the owner, it could be sent elsewhere mid-handoff
+				// (a prepared handoff would start over, or go cold).
+				if m, ok := targetOf[id]; ok && owner.Draining && m != o.member {
+					if to, live := v.members[m]; live && !to.Draining {
+						in.Current[id] = m
+					}
+				}
 				continue
 			}
 		}
